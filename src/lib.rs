@@ -1,0 +1,17 @@
+//! mailtoken: an OAuth 2.0 credential helper and token broker for mail programs.
+//!
+//! The binary (`src/main.rs`) only parses the command line, dispatches and maps errors to
+//! exit codes; everything else lives here so that tests can use it directly.
+
+pub mod config;
+pub mod error;
+pub mod lock;
+pub mod loopback;
+pub mod oauth;
+pub mod paths;
+pub mod providers;
+pub mod record;
+pub mod sasl;
+pub mod secret;
+pub mod store;
+pub mod tls;

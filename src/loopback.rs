@@ -1,0 +1,256 @@
+//! The loopback redirect listener of a native-app login (RFC 8252 §7.3): a one-shot
+//! HTTP server on 127.0.0.1 (and [::1] on the same port where it binds) that waits for
+//! the browser to bring back the authorization code, checks `state`, and ignores
+//! everything else (favicon requests, pre-connects, forged redirects).
+
+use crate::error::{Error, Result};
+use axum::extract::{RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::Html;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use url::Url;
+
+/// What the provider sent back through the browser, once `state` matched.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Callback {
+    Code(String),
+    /// RFC 6749 §4.1.2.1: `error` (e.g. `access_denied`) and its description.
+    Denied { error: String, description: Option<String> },
+}
+
+/// Why a redirect was not accepted.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refusal {
+    MissingState,
+    WrongState,
+    NoCode,
+}
+
+impl Refusal {
+    pub fn explain(&self) -> &'static str {
+        match self {
+            Refusal::MissingState => "the redirect carries no `state`, so it cannot be from the login mailtoken started",
+            Refusal::WrongState => "the redirect's `state` does not match the login mailtoken started (an old tab, or a forged request)",
+            Refusal::NoCode => "the redirect carries neither a `code` nor an `error`",
+        }
+    }
+}
+
+/// Checks a redirect's query parameters against the `state` we sent. Shared by the
+/// listener and `login --paste`, so both validate the same way.
+pub fn validate(query: &str, expected_state: &str) -> std::result::Result<Callback, Refusal> {
+    let mut code = None;
+    let mut state = None;
+    let mut error = None;
+    let mut description = None;
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*k {
+            "code" => code = Some(v.into_owned()),
+            "state" => state = Some(v.into_owned()),
+            "error" => error = Some(v.into_owned()),
+            "error_description" => description = Some(v.into_owned()),
+            _ => {}
+        }
+    }
+    // The state is checked before anything else, errors included: otherwise anyone who
+    // can reach the port could end the login with a forged `error=`.
+    match state {
+        None => return Err(Refusal::MissingState),
+        Some(s) if !constant_time_eq(s.as_bytes(), expected_state.as_bytes()) => {
+            return Err(Refusal::WrongState);
+        }
+        Some(_) => {}
+    }
+    match (code, error) {
+        (_, Some(error)) => Ok(Callback::Denied { error, description }),
+        (Some(code), None) if !code.is_empty() => Ok(Callback::Code(code)),
+        _ => Err(Refusal::NoCode),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub struct LoopbackListener {
+    listeners: Vec<TcpListener>,
+    redirect_uri: Url,
+    path: String,
+}
+
+impl LoopbackListener {
+    /// Binds `port` (0 = any free one) on 127.0.0.1, and on [::1] with the same port
+    /// when the machine has IPv6 loopback: a browser may resolve `localhost` either way.
+    pub async fn bind(redirect_host: &str, path: &str, port: u16) -> Result<Self> {
+        let (first, second) = if redirect_host == "[::1]" { ("[::1]", "127.0.0.1") } else { ("127.0.0.1", "[::1]") };
+        let v4 = TcpListener::bind(format!("{first}:{port}")).await.map_err(|e| {
+            Error::unavailable(format!("cannot listen on {first}:{port} for the login redirect: {e}"))
+                .with_remedy(if port == 0 { "Check that loopback networking works." } else { "Choose another --port, or stop what is using it." })
+        })?;
+        let port = v4.local_addr().map_err(|e| Error::software(e.to_string()))?.port();
+        let mut listeners = vec![v4];
+        if let Ok(l) = TcpListener::bind(format!("{second}:{port}")).await {
+            listeners.push(l);
+        }
+        let redirect_uri = redirect_uri(redirect_host, port, path)?;
+        Ok(LoopbackListener { listeners, redirect_uri, path: path.to_owned() })
+    }
+
+    pub fn redirect_uri(&self) -> &Url {
+        &self.redirect_uri
+    }
+
+    /// Serves until a redirect with the right state arrives (answered with a page that
+    /// says what happened), or until `timeout`. Wrong or missing state: 400, keep waiting.
+    pub async fn wait(self, expected_state: String, timeout: Duration) -> Result<Callback> {
+        let (tx, rx) = oneshot::channel::<Callback>();
+        let shared = Arc::new(Handler { expected_state, tx: Mutex::new(Some(tx)) });
+        let app = axum::Router::new().route(&self.path, axum::routing::get(on_redirect)).with_state(shared);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut servers = Vec::new();
+        for l in self.listeners {
+            let app = app.clone();
+            let mut stop = stop_rx.clone();
+            servers.push(tokio::spawn(async move {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            }));
+        }
+        let result = tokio::time::timeout(timeout, rx).await;
+        let _ = stop_tx.send(true);
+        for s in servers {
+            // Graceful shutdown lets the browser receive the final page first; a
+            // keep-alive connection must not hold the command open, hence the bound.
+            let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+        }
+        match result {
+            Ok(Ok(cb)) => Ok(cb),
+            Ok(Err(_)) => Err(Error::software("the login listener stopped unexpectedly")),
+            Err(_) => Err(Error::temp(format!(
+                "no login arrived within {}",
+                humantime::format_duration(timeout)
+            ))
+            .with_remedy("Run the login again and finish it in the browser; --timeout gives more time.")),
+        }
+    }
+}
+
+pub fn redirect_uri(host: &str, port: u16, path: &str) -> Result<Url> {
+    Url::parse(&format!("http://{host}:{port}{path}"))
+        .map_err(|e| Error::config(format!("redirect URI http://{host}:{port}{path}: {e}")))
+}
+
+struct Handler {
+    expected_state: String,
+    tx: Mutex<Option<oneshot::Sender<Callback>>>,
+}
+
+async fn on_redirect(State(h): State<Arc<Handler>>, RawQuery(q): RawQuery) -> (StatusCode, Html<String>) {
+    match validate(q.as_deref().unwrap_or(""), &h.expected_state) {
+        Ok(cb) => {
+            let page = match &cb {
+                Callback::Code(_) => page("Logged in", "mailtoken received the authorization. You can close this tab."),
+                Callback::Denied { error, description } => page(
+                    "Login not completed",
+                    &format!(
+                        "The provider answered <code>{}</code>{}. See the terminal for what to do.",
+                        escape(error),
+                        description.as_deref().map(|d| format!(": {}", escape(d))).unwrap_or_default()
+                    ),
+                ),
+            };
+            let sender = h.tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+            match sender {
+                Some(tx) => {
+                    let _ = tx.send(cb);
+                    (StatusCode::OK, page)
+                }
+                // One-shot: a second valid redirect (a reload) changes nothing.
+                None => (StatusCode::OK, self::page("Already done", "This login was already completed. You can close this tab.")),
+            }
+        }
+        Err(r) => (StatusCode::BAD_REQUEST, page("Request refused", &format!("Refused: {}.", r.explain()))),
+    }
+}
+
+fn page(title: &str, body: &str) -> Html<String> {
+    Html(format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>mailtoken: {title}</title></head>\
+         <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>{title}</h1><p>{body}</p></body></html>"
+    ))
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_matching_state_with_a_code_is_accepted() {
+        assert_eq!(validate("code=abc&state=S1&iss=x", "S1"), Ok(Callback::Code("abc".into())));
+    }
+
+    #[test]
+    fn wrong_or_missing_state_is_refused_even_for_errors() {
+        assert_eq!(validate("code=abc&state=S2", "S1"), Err(Refusal::WrongState));
+        assert_eq!(validate("code=abc", "S1"), Err(Refusal::MissingState));
+        assert_eq!(validate("error=access_denied&state=nope", "S1"), Err(Refusal::WrongState));
+        assert_eq!(validate("", "S1"), Err(Refusal::MissingState));
+    }
+
+    #[test]
+    fn an_error_with_the_right_state_ends_the_login() {
+        assert_eq!(
+            validate("error=access_denied&error_description=End-User+aborted&state=S1", "S1"),
+            Ok(Callback::Denied { error: "access_denied".into(), description: Some("End-User aborted".into()) })
+        );
+    }
+
+    #[test]
+    fn state_without_code_or_error_is_refused() {
+        assert_eq!(validate("state=S1", "S1"), Err(Refusal::NoCode));
+        assert_eq!(validate("state=S1&code=", "S1"), Err(Refusal::NoCode));
+    }
+
+    #[test]
+    fn percent_encoding_is_decoded() {
+        assert_eq!(validate("code=a%2Fb&state=S%3D1", "S=1"), Ok(Callback::Code("a/b".into())));
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(escape("<b>\"x\"&"), "&lt;b&gt;&quot;x&quot;&amp;");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn listener_refuses_bad_state_then_accepts_the_real_redirect() {
+        let l = LoopbackListener::bind("127.0.0.1", "/cb", 0).await.unwrap();
+        let uri = l.redirect_uri().clone();
+        let wait = tokio::spawn(l.wait("good".into(), Duration::from_secs(10)));
+        let http = reqwest::Client::new();
+        let r = http.get(format!("{uri}?code=x&state=bad")).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+        let other = uri.join("/favicon.ico").unwrap();
+        assert_eq!(http.get(other).send().await.unwrap().status(), 404);
+        let r = http.get(format!("{uri}?code=the-code&state=good")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("Logged in"));
+        assert_eq!(wait.await.unwrap().unwrap(), Callback::Code("the-code".into()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn listener_times_out() {
+        let l = LoopbackListener::bind("127.0.0.1", "/", 0).await.unwrap();
+        let e = l.wait("s".into(), Duration::from_millis(100)).await.unwrap_err();
+        assert!(e.message.contains("no login arrived"), "{e}");
+    }
+}

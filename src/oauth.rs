@@ -1,0 +1,436 @@
+//! Talking to the provider's OAuth 2.0 endpoints (RFC 6749, 7636, 7009): the
+//! authorization URL, the code exchange, the refresh, the revocation. Every answer is
+//! classified before it reaches a person: a 503, a hang, an HTML page from a captive
+//! portal and a rejected refresh token each get their own words and exit code.
+
+use crate::config::Account;
+use crate::error::{Error, ExitCode, Result, chain};
+use crate::secret::Secret;
+use oauth2::basic::{BasicClient, BasicErrorResponse, BasicErrorResponseType, BasicTokenResponse};
+use oauth2::{
+    AuthType, AuthUrl, AuthorizationCode, ClientId, ClientSecret, CsrfToken, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RequestTokenError, Scope, TokenResponse, TokenUrl,
+};
+use std::fmt;
+use std::time::Duration;
+use url::Url;
+
+/// What a successful token response gave us.
+#[derive(Debug)]
+pub struct TokenGrant {
+    pub access_token: Secret,
+    pub refresh_token: Option<Secret>,
+    pub expires_in: Option<Duration>,
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The token endpoint of one account, with its HTTP client and client credentials.
+pub struct OAuthClient<'a> {
+    account: &'a Account,
+    http: reqwest::Client,
+    secret: Option<Secret>,
+    timeout: Duration,
+}
+
+/// Why an HTTP exchange with the token endpoint did not give a usable OAuth answer.
+/// Built inside our HTTP adapter so that oauth2 only ever sees well-formed responses
+/// and the status code is not lost on the way (oauth2 drops it for non-JSON bodies).
+#[derive(Debug)]
+enum HttpFault {
+    Timeout,
+    Connect(String),
+    Status { status: u16, body: String },
+    Malformed { status: u16, detail: String },
+    Other(String),
+}
+
+impl fmt::Display for HttpFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpFault::Timeout => f.write_str("timed out"),
+            HttpFault::Connect(e) | HttpFault::Other(e) => f.write_str(e),
+            HttpFault::Status { status, body } => write!(f, "HTTP {status} ({body})"),
+            HttpFault::Malformed { status, detail } => write!(f, "HTTP {status}: {detail}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpFault {}
+
+/// Describes a body for an error message without ever echoing it: a token response that
+/// is malformed may still contain a token.
+fn describe_body(content_type: &str, body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let trimmed = text.trim_start();
+    if body.is_empty() {
+        "an empty body".to_owned()
+    } else if trimmed.starts_with('<') || content_type.contains("html") {
+        // An HTML title is safe to show and usually says what answered (a proxy, a portal).
+        let title = trimmed
+            .split_once("<title>")
+            .and_then(|(_, rest)| rest.split_once("</title>"))
+            .map(|(t, _)| t.trim().chars().take(80).collect::<String>());
+        match title {
+            Some(t) if !t.is_empty() => format!("an HTML page titled \"{t}\" instead of JSON"),
+            _ => "an HTML page instead of JSON".to_owned(),
+        }
+    } else if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body) {
+        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        format!("a JSON object with keys [{}]", keys.join(", "))
+    } else {
+        format!("{} bytes of {}", body.len(), if content_type.is_empty() { "unlabelled data" } else { content_type })
+    }
+}
+
+/// Sorts an HTTP response into "give it to oauth2" or a fault, by status and body shape.
+fn screen(status: u16, content_type: &str, body: &[u8]) -> std::result::Result<(), HttpFault> {
+    let json: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(body).ok();
+    match (status, json) {
+        (200, Some(map)) if map.get("access_token").is_some_and(|v| v.is_string()) => Ok(()),
+        (200, Some(_)) => Err(HttpFault::Malformed {
+            status,
+            detail: format!("the answer had no access_token ({})", describe_body(content_type, body)),
+        }),
+        (200, None) => Err(HttpFault::Malformed { status, detail: describe_body(content_type, body) }),
+        // RFC 6749 §5.2 error responses: 400, or 401 for client authentication.
+        (400 | 401, Some(map)) if map.get("error").is_some_and(|v| v.is_string()) => Ok(()),
+        _ => Err(HttpFault::Status { status, body: describe_body(content_type, body) }),
+    }
+}
+
+async fn send(http: &reqwest::Client, req: oauth2::HttpRequest) -> std::result::Result<oauth2::HttpResponse, HttpFault> {
+    let req = reqwest::Request::try_from(req).map_err(|e| HttpFault::Other(chain(&e)))?;
+    let resp = http.execute(req).await.map_err(|e| {
+        if e.is_timeout() {
+            HttpFault::Timeout
+        } else if e.is_connect() {
+            HttpFault::Connect(chain(&e))
+        } else {
+            HttpFault::Other(chain(&e))
+        }
+    })?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.map_err(|e| {
+        if e.is_timeout() { HttpFault::Timeout } else { HttpFault::Other(chain(&e)) }
+    })?;
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    screen(status.as_u16(), &content_type, &body)?;
+    let mut b = oauth2::http::Response::builder().status(status.as_u16());
+    // oauth2 insists on a JSON content type; a JSON body mislabelled as text/plain (seen
+    // at some providers) was already checked above, so label it honestly here.
+    b = b.header(reqwest::header::CONTENT_TYPE, "application/json");
+    b.body(body.to_vec()).map_err(|e| HttpFault::Other(e.to_string()))
+}
+
+/// Builds the HTTP client for an account's token endpoint.
+pub fn http_client(account: &Account, timeout: Duration) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        // The crate's SSRF warning: a token endpoint has no business redirecting us.
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("mailtoken/", env!("CARGO_PKG_VERSION")));
+    let needs_tls = [Some(&account.oauth.token_url), account.oauth.revoke_url.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|u| u.scheme() == "https");
+    // Loading the trust store costs a few milliseconds; plain-http loopback test
+    // endpoints do not need it.
+    if needs_tls {
+        let tls = crate::tls::client_config(account.ca_file.as_deref())?;
+        b = b.use_preconfigured_tls((*tls).clone());
+    }
+    b.build().map_err(|e| Error::software(format!("HTTP client: {}", chain(&e))))
+}
+
+/// Runs `client_secret_cmd` (e.g. `pass show ...`) and returns its first line.
+fn secret_from_command(account: &Account, cmd: &str) -> Result<Secret> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| Error::config(format!("account {}: cannot run client_secret_cmd: {e}", account.name)))?;
+    let stdout = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+    let line = stdout.lines().next().unwrap_or("").trim();
+    if !out.status.success() || line.is_empty() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(Error::config(format!(
+            "account {}: client_secret_cmd `{cmd}` {} {}",
+            account.name,
+            if out.status.success() { "printed nothing" } else { "failed" },
+            err.lines().next().unwrap_or("").trim()
+        ))
+        .with_remedy("Run the command by hand to see what is wrong."));
+    }
+    Ok(Secret::new(line))
+}
+
+impl<'a> OAuthClient<'a> {
+    pub fn new(account: &'a Account, timeout: Duration) -> Result<Self> {
+        let secret = match (&account.oauth.client_secret, &account.oauth.client_secret_cmd) {
+            (Some(s), _) => Some(s.clone()),
+            (None, Some(cmd)) => Some(secret_from_command(account, cmd)?),
+            (None, None) => None,
+        };
+        Ok(OAuthClient { account, http: http_client(account, timeout)?, secret, timeout })
+    }
+
+    fn client(
+        &self,
+    ) -> BasicClient<oauth2::EndpointSet, oauth2::EndpointNotSet, oauth2::EndpointNotSet, oauth2::EndpointNotSet, oauth2::EndpointSet>
+    {
+        let o = &self.account.oauth;
+        let mut c = BasicClient::new(ClientId::new(o.client_id.clone()))
+            .set_auth_uri(AuthUrl::from_url(o.auth_url.clone()))
+            .set_token_uri(TokenUrl::from_url(o.token_url.clone()))
+            // Credentials in the form body: what Google's and Microsoft's public and
+            // desktop clients expect, and what every provider accepts for public clients.
+            .set_auth_type(AuthType::RequestBody);
+        if let Some(s) = &self.secret {
+            c = c.set_client_secret(ClientSecret::new(s.expose().to_owned()));
+        }
+        c
+    }
+
+    /// The authorization URL for the browser, with PKCE S256 and a fresh random state.
+    pub fn authorize_url(&self, redirect_uri: &Url, challenge: PkceCodeChallenge) -> (Url, CsrfToken) {
+        let o = &self.account.oauth;
+        let client = self.client().set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
+        let mut req = client
+            .authorize_url(CsrfToken::new_random)
+            .add_scopes(o.scopes.iter().cloned().map(Scope::new))
+            .set_pkce_challenge(challenge);
+        // login_hint preselects the right account in the provider's account chooser.
+        if !o.auth_params.iter().any(|(k, _)| k == "login_hint") {
+            req = req.add_extra_param("login_hint", self.account.user.clone());
+        }
+        for (k, v) in &o.auth_params {
+            req = req.add_extra_param(k.clone(), v.clone());
+        }
+        req.url()
+    }
+
+    pub async fn exchange_code(
+        &self,
+        code: String,
+        verifier: PkceCodeVerifier,
+        redirect_uri: &Url,
+    ) -> Result<TokenGrant> {
+        let client = self.client().set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
+        let http = |r| send(&self.http, r);
+        let resp = client
+            .exchange_code(AuthorizationCode::new(code))
+            .set_pkce_verifier(verifier)
+            .request_async(&http)
+            .await;
+        self.grant(resp, Step::Login)
+    }
+
+    pub async fn refresh(&self, refresh_token: &Secret) -> Result<TokenGrant> {
+        let http = |r| send(&self.http, r);
+        let rt = RefreshToken::new(refresh_token.expose().to_owned());
+        let resp = self.client().exchange_refresh_token(&rt).request_async(&http).await;
+        self.grant(resp, Step::Refresh)
+    }
+
+    /// RFC 7009 revocation of a token at the provider's revocation endpoint.
+    pub async fn revoke(&self, token: &Secret, hint: &str) -> Result<()> {
+        let Some(url) = &self.account.oauth.revoke_url else { return Ok(()) };
+        let mut form = vec![("token", token.expose()), ("token_type_hint", hint), ("client_id", &self.account.oauth.client_id)];
+        if let Some(s) = &self.secret {
+            form.push(("client_secret", s.expose()));
+        }
+        let resp = self.http.post(url.clone()).form(&form).send().await.map_err(|e| {
+            Error::temp(format!("revoking at {url}: {}", if e.is_timeout() { "timed out".to_owned() } else { chain(&e) }))
+        })?;
+        match resp.status().as_u16() {
+            // 200, and 400 invalid_token for a token that is already dead (Google).
+            200 | 204 => Ok(()),
+            s => {
+                let ct = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let body = resp.bytes().await.unwrap_or_default();
+                Err(Error::temp(format!("revoking at {url}: HTTP {s} ({})", describe_body(&ct, &body))))
+            }
+        }
+    }
+
+    fn grant(
+        &self,
+        resp: std::result::Result<BasicTokenResponse, RequestTokenError<HttpFault, BasicErrorResponse>>,
+        step: Step,
+    ) -> Result<TokenGrant> {
+        match resp {
+            Ok(t) => Ok(TokenGrant {
+                access_token: Secret::new(t.access_token().secret().clone()),
+                refresh_token: t.refresh_token().map(|r| Secret::new(r.secret().clone())),
+                expires_in: t.expires_in(),
+                scopes: t.scopes().map(|s| s.iter().map(|x| x.to_string()).collect()),
+            }),
+            Err(e) => Err(classify(self.account, self.timeout, step, e)),
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Login,
+    Refresh,
+}
+
+/// Plain words for why a provider rejects a refresh token (provider-facts.md).
+pub fn invalid_grant_causes(account: &Account) -> &'static str {
+    match account.provider.map(|p| p.name) {
+        Some("google") => {
+            "Google rejects a refresh token after you revoke access or change your password, after 6 months unused, \
+             and 7 days after login while the OAuth app is in \"Testing\" status (publish the app to stop that)"
+        }
+        Some("microsoft") => {
+            "Microsoft rejects a refresh token after a password change, after 90 days unused, \
+             when an administrator revokes sessions, or when a rotated one is used twice"
+        }
+        _ => "the provider revoked it, it expired, or it was replaced by a newer one",
+    }
+}
+
+fn classify(
+    account: &Account,
+    timeout: Duration,
+    step: Step,
+    e: RequestTokenError<HttpFault, BasicErrorResponse>,
+) -> Error {
+    let name = &account.name;
+    let url = &account.oauth.token_url;
+    let what = match step {
+        Step::Login => "exchanging the authorization code",
+        Step::Refresh => "refreshing the access token",
+    };
+    let keep = match step {
+        Step::Refresh => " The stored tokens are kept.",
+        Step::Login => "",
+    };
+    match e {
+        RequestTokenError::ServerResponse(r) => {
+            let code = r.error().as_ref().to_owned();
+            let desc = r.error_description().map(|d| format!(": {d}")).unwrap_or_default();
+            match (r.error(), step) {
+                (BasicErrorResponseType::InvalidGrant, Step::Refresh) => Error::noperm(format!(
+                    "the refresh token for {name} was rejected (invalid_grant{desc}); {}",
+                    invalid_grant_causes(account)
+                ))
+                .with_remedy(format!("Run `mailtoken login {name}` to log in again.")),
+                (BasicErrorResponseType::InvalidGrant, Step::Login) => Error::noperm(format!(
+                    "the provider rejected the authorization code for {name} (invalid_grant{desc})"
+                ))
+                .with_remedy(format!("Run `mailtoken login {name}` again; the code is single-use and short-lived.")),
+                (
+                    BasicErrorResponseType::InvalidClient
+                    | BasicErrorResponseType::UnauthorizedClient
+                    | BasicErrorResponseType::InvalidRequest
+                    | BasicErrorResponseType::InvalidScope
+                    | BasicErrorResponseType::UnsupportedGrantType,
+                    _,
+                ) => Error::config(format!("{what} for {name}: the provider answered {code}{desc}")).with_remedy(
+                    "Check client_id, client_secret and scopes in the config against the OAuth client registered at the provider.",
+                ),
+                _ => Error::temp(format!("{what} for {name}: the provider answered {code}{desc}.{keep}"))
+                    .with_remedy("Try again later."),
+            }
+        }
+        RequestTokenError::Request(f) => match f {
+            HttpFault::Timeout => Error::temp(format!(
+                "{what} for {name}: {url} did not answer within {}.{keep}",
+                humantime::format_duration(timeout)
+            ))
+            .with_remedy("Check the network and try again; `timeout` in the config sets the limit."),
+            HttpFault::Connect(e) => Error::temp(format!("{what} for {name}: cannot connect to {url}: {e}.{keep}"))
+                .with_remedy("Check the network connection and try again."),
+            HttpFault::Status { status: s @ (404 | 405), body } => {
+                Error::config(format!("{what} for {name}: {url} answered HTTP {s} with {body}"))
+                    .with_remedy("Check token_url in the config: it is not the provider's token endpoint.")
+            }
+            HttpFault::Status { status, body } => Error::temp(format!(
+                "{what} for {name}: the token endpoint {url} answered HTTP {status} with {body}.{keep}"
+            ))
+            .with_remedy(if status >= 500 || status == 429 {
+                "The provider is having trouble; try again later."
+            } else {
+                "Try again later; if it persists, check token_url in the config."
+            }),
+            HttpFault::Malformed { status, detail } => Error::temp(format!(
+                "{what} for {name}: the token endpoint {url} answered HTTP {status} with {detail}.{keep}"
+            ))
+            .with_remedy(
+                "Something between you and the provider (a captive portal, a proxy) may have answered; try again later.",
+            ),
+            HttpFault::Other(e) => Error::temp(format!("{what} for {name}: {e}.{keep}")),
+        },
+        // Our adapter screens bodies first, so these mean a response that looked like
+        // OAuth but was not (e.g. a missing token_type).
+        RequestTokenError::Parse(e, _) => Error::temp(format!(
+            "{what} for {name}: the token endpoint's answer does not follow RFC 6749 ({}).{keep}",
+            e.inner()
+        )),
+        RequestTokenError::Other(e) => Error::new(ExitCode::TempFail, format!("{what} for {name}: {e}.{keep}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn screen_accepts_tokens_and_oauth_errors() {
+        assert!(screen(200, "application/json", br#"{"access_token":"a","token_type":"Bearer"}"#).is_ok());
+        assert!(screen(400, "application/json", br#"{"error":"invalid_grant"}"#).is_ok());
+        assert!(screen(401, "application/json", br#"{"error":"invalid_client"}"#).is_ok());
+    }
+
+    #[test]
+    fn screen_rejects_html_empty_and_tokenless_bodies_without_echoing_them() {
+        let e = screen(200, "text/html", b"<html><head><title>Hotel WiFi</title></head></html>").unwrap_err();
+        assert_eq!(e.to_string(), "HTTP 200: an HTML page titled \"Hotel WiFi\" instead of JSON");
+        let e = screen(200, "application/json", br#"{"refresh_token":"SECRET","token_type":"Bearer"}"#).unwrap_err();
+        let s = e.to_string();
+        assert!(s.contains("no access_token") && s.contains("[refresh_token, token_type]"), "{s}");
+        assert!(!s.contains("SECRET"));
+        let e = screen(503, "text/plain", b"").unwrap_err();
+        assert_eq!(e.to_string(), "HTTP 503 (an empty body)");
+        let e = screen(502, "text/html", b"<h1>Bad gateway</h1>").unwrap_err();
+        assert_eq!(e.to_string(), "HTTP 502 (an HTML page instead of JSON)");
+    }
+
+    #[test]
+    fn screen_treats_a_5xx_json_error_as_a_status_fault() {
+        assert!(matches!(
+            screen(503, "application/json", br#"{"error":"temporarily_unavailable"}"#),
+            Err(HttpFault::Status { status: 503, .. })
+        ));
+    }
+
+    #[test]
+    fn pkce_s256_matches_rfc7636_appendix_b() {
+        let v = PkceCodeVerifier::new("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk".into());
+        let c = PkceCodeChallenge::from_code_verifier_sha256(&v);
+        assert_eq!(c.as_str(), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert_eq!(c.method().as_str(), "S256");
+    }
+
+    #[test]
+    fn random_pkce_verifiers_and_states_are_long_and_distinct() {
+        let (_, v1) = PkceCodeChallenge::new_random_sha256();
+        let (_, v2) = PkceCodeChallenge::new_random_sha256();
+        assert_ne!(v1.secret(), v2.secret());
+        // RFC 7636 §4.1: 43 to 128 characters of the unreserved set.
+        assert!((43..=128).contains(&v1.secret().len()));
+        assert!(v1.secret().chars().all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c)));
+        let (s1, s2) = (CsrfToken::new_random(), CsrfToken::new_random());
+        assert_ne!(s1.secret(), s2.secret());
+        assert!(s1.secret().len() >= 22, "state carries at least 128 bits");
+    }
+}

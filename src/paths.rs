@@ -1,0 +1,37 @@
+//! Where mailtoken's files live: XDG on Linux and the BSDs, the same layout on macOS
+//! (what command-line users expect), Known Folders on Windows.
+
+use std::path::PathBuf;
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+}
+
+fn xdg(var: &str, fallback: &str) -> PathBuf {
+    match std::env::var_os(var) {
+        // The XDG spec says relative values are invalid and must be ignored.
+        Some(v) if PathBuf::from(&v).is_absolute() => PathBuf::from(v),
+        _ => home().join(fallback),
+    }
+}
+
+/// `$MAILTOKEN_CONFIG`, else `$XDG_CONFIG_HOME/mailtoken/config.toml`.
+pub fn config_file() -> PathBuf {
+    match std::env::var_os("MAILTOKEN_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => xdg("XDG_CONFIG_HOME", ".config").join("mailtoken").join("config.toml"),
+    }
+}
+
+/// `$XDG_STATE_HOME/mailtoken`: the file store and the per-account lock files.
+pub fn state_dir() -> PathBuf {
+    xdg("XDG_STATE_HOME", ".local/state").join("mailtoken")
+}
+
+/// `$XDG_RUNTIME_DIR/mailtoken` when set, else a private directory in the state dir.
+pub fn runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(v) if PathBuf::from(&v).is_absolute() => PathBuf::from(v).join("mailtoken"),
+        _ => state_dir().join("run"),
+    }
+}

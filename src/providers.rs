@@ -1,0 +1,101 @@
+//! Built-in provider presets: endpoints, scopes, mail servers and quirks, so that a
+//! user's config names a provider instead of spelling them out. The facts come from
+//! `shared/docs/provider-facts.md`; change both together.
+
+use crate::config::{Server, Tls};
+
+/// A provider preset. `{tenant}` in a URL is replaced by the account's `tenant`.
+#[derive(Debug)]
+pub struct Provider {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub auth_url: &'static str,
+    pub token_url: &'static str,
+    pub device_url: Option<&'static str>,
+    pub revoke_url: Option<&'static str>,
+    pub scopes: &'static [&'static str],
+    /// Extra query parameters for the authorization request.
+    pub auth_params: &'static [(&'static str, &'static str)],
+    /// Host of the loopback redirect URI the provider accepts for desktop clients.
+    pub redirect_host: &'static str,
+    /// The token endpoint insists on the client secret (Google's "Desktop app" clients
+    /// have one, and it is not secret: RFC 8252 §8.5).
+    pub needs_client_secret: bool,
+    pub default_tenant: Option<&'static str>,
+    pub imap: Option<Server>,
+    pub pop: Option<Server>,
+    pub smtp: Option<Server>,
+    /// Other submission endpoints the provider runs (shown by `providers NAME`).
+    pub smtp_alternatives: &'static [Server],
+    /// Where to create the OAuth client, and other notes for `providers NAME`.
+    pub notes: &'static [&'static str],
+}
+
+const fn server(host: &'static str, port: u16, tls: Tls) -> Server {
+    Server { host: std::borrow::Cow::Borrowed(host), port, tls }
+}
+
+pub static GOOGLE: Provider = Provider {
+    name: "google",
+    title: "Gmail / Google Workspace",
+    auth_url: "https://accounts.google.com/o/oauth2/v2/auth",
+    token_url: "https://oauth2.googleapis.com/token",
+    // Google's device flow rejects the Gmail scope (invalid_scope): no device_url.
+    device_url: None,
+    revoke_url: Some("https://oauth2.googleapis.com/revoke"),
+    scopes: &["https://mail.google.com/"],
+    // A refresh token is issued only for offline access, and reliably only when the
+    // consent screen is shown.
+    auth_params: &[("access_type", "offline"), ("prompt", "consent")],
+    redirect_host: "127.0.0.1",
+    needs_client_secret: true,
+    default_tenant: None,
+    imap: Some(server("imap.gmail.com", 993, Tls::Implicit)),
+    pop: Some(server("pop.gmail.com", 995, Tls::Implicit)),
+    smtp: Some(server("smtp.gmail.com", 465, Tls::Implicit)),
+    smtp_alternatives: &[server("smtp.gmail.com", 587, Tls::Starttls)],
+    notes: &[
+        "Create a \"Desktop app\" OAuth client at https://console.cloud.google.com/apis/credentials and enable the Gmail API.",
+        "Publish the app (OAuth consent screen > Publish app): refresh tokens of apps in Testing status die after 7 days.",
+        "IMAP and POP must be enabled in Gmail (Settings > Forwarding and POP/IMAP).",
+        "Poll no more often than every 10 minutes; about 500 messages a day can be sent.",
+    ],
+};
+
+pub static MICROSOFT: Provider = Provider {
+    name: "microsoft",
+    title: "Outlook.com / Microsoft 365",
+    auth_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
+    token_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+    device_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"),
+    revoke_url: None,
+    scopes: &[
+        "https://outlook.office.com/IMAP.AccessAsUser.All",
+        "https://outlook.office.com/POP.AccessAsUser.All",
+        "https://outlook.office.com/SMTP.Send",
+        "offline_access",
+    ],
+    auth_params: &[],
+    redirect_host: "localhost",
+    needs_client_secret: false,
+    default_tenant: Some("common"),
+    imap: Some(server("outlook.office365.com", 993, Tls::Implicit)),
+    pop: Some(server("outlook.office365.com", 995, Tls::Implicit)),
+    smtp: Some(server("smtp.office365.com", 587, Tls::Starttls)),
+    smtp_alternatives: &[],
+    notes: &[
+        "Register a public client (\"Mobile and desktop applications\", redirect http://localhost) in the Azure portal.",
+        "tenant: common, consumers, organizations, or your tenant id.",
+        "Refresh tokens rotate on use; mailtoken stores each new one before it answers.",
+    ],
+};
+
+pub static ALL: &[&Provider] = &[&GOOGLE, &MICROSOFT];
+
+pub fn find(name: &str) -> Option<&'static Provider> {
+    ALL.iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+}
+
+pub fn names() -> String {
+    ALL.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
+}
