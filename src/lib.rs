@@ -3,9 +3,13 @@
 //! The binary (`src/main.rs`) only parses the command line, dispatches and maps errors to
 //! exit codes; everything else lives here so that tests can use it directly.
 
+pub mod broker;
+pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod lock;
+pub mod login;
 pub mod loopback;
 pub mod oauth;
 pub mod paths;

@@ -1,0 +1,363 @@
+//! What each subcommand does, given parsed arguments. Output for programs goes to
+//! stdout (the credential, `status --json`); everything for people goes to stderr,
+//! except the listings (`status`, `providers`) that are the command's whole point.
+
+use crate::broker::Broker;
+use crate::cli::{Cli, Command, ForProto, Format};
+use crate::config::{Account, Config, Proto, Server, Tls};
+use crate::error::{Error, Result};
+use crate::login::{LoginOptions, login};
+use crate::providers;
+use crate::record::{self, TokenRecord};
+use crate::sasl;
+use clap::CommandFactory;
+use std::io::Write;
+use std::time::{Duration, UNIX_EPOCH};
+use zeroize::Zeroizing;
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Token { account, format, min_valid, for_proto } => {
+            let broker = open_broker(false)?;
+            let acct = broker.account(&account)?;
+            let (rec, _) = broker.access_token(acct, min_valid)?;
+            let out = render(format, acct, &rec, for_proto)?;
+            print_stdout(&out)
+        }
+        Command::Login { account, no_browser, port, paste, timeout } => {
+            let broker = open_broker(true)?;
+            let acct = broker.account(&account)?;
+            login(&broker, acct, &LoginOptions { open_browser: !no_browser, port, paste, timeout })
+        }
+        Command::Logout { account } => {
+            let broker = open_broker(true)?;
+            let acct = broker.account(&account)?;
+            let (existed, warning) = broker.logout(acct)?;
+            if let Some(w) = warning {
+                eprintln!("Warning: could not revoke the token at the provider: {w}");
+            }
+            if existed {
+                eprintln!("Forgot the tokens of {account} (from the {}).", broker.store().describe());
+            } else {
+                eprintln!("Nothing was stored for {account}.");
+            }
+            Ok(())
+        }
+        Command::Status { account, json } => {
+            let broker = open_broker(!json)?;
+            let names: Vec<&Account> = match &account {
+                Some(a) => vec![broker.account(a)?],
+                None => broker.config.accounts.values().collect(),
+            };
+            let now = record::now();
+            let mut rows = Vec::new();
+            for a in names {
+                let rec = broker.load(a);
+                rows.push(status_row(a, rec, now, &broker.store().describe()));
+            }
+            let text = if json {
+                serde_json::to_string_pretty(&rows).map_err(|e| Error::software(e.to_string()))? + "\n"
+            } else if rows.is_empty() {
+                format!("No accounts in {}.\n", broker.config.path.display())
+            } else {
+                rows.iter().map(render_status).collect::<Vec<_>>().join("\n")
+            };
+            print_stdout(&text)
+        }
+        Command::Providers { name } => print_stdout(&match name {
+            None => list_providers(),
+            Some(n) => {
+                let p = providers::find(&n).ok_or_else(|| {
+                    Error::usage(format!("no provider preset `{n}`; known: {}", providers::names()))
+                })?;
+                describe_provider(p)
+            }
+        }),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "mailtoken", &mut out);
+            print_stdout(&String::from_utf8_lossy(&out))
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut out)
+                .map_err(|e| Error::software(e.to_string()))?;
+            print_stdout(&String::from_utf8_lossy(&out))
+        }
+    }
+}
+
+fn open_broker(show_notice: bool) -> Result<Broker> {
+    let broker = Broker::open(Config::load_default()?)?;
+    // Not for `token`: a password command's stderr lands in the mail program's screen
+    // on every connection. `status` shows the store in use instead.
+    if show_notice {
+        if let Some(n) = &broker.store_notice {
+            eprintln!("mailtoken: {n}");
+        }
+    }
+    Ok(broker)
+}
+
+fn print_stdout(s: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io(format!("writing to stdout: {e}")))
+}
+
+/// The credential in the form the caller asked for, with a trailing newline.
+pub fn render(format: Format, account: &Account, rec: &TokenRecord, for_proto: ForProto) -> Result<Zeroizing<String>> {
+    let token = rec.access_token.as_ref().ok_or_else(|| Error::software("no access token to print"))?;
+    let t = token.expose();
+    let s = match format {
+        Format::Raw => Zeroizing::new(t.to_owned()),
+        Format::Xoauth2 => sasl::xoauth2(&account.user, t),
+        Format::Oauthbearer => {
+            let proto = match for_proto {
+                ForProto::Imap => Proto::Imap,
+                ForProto::Pop => Proto::Pop,
+                ForProto::Smtp => Proto::Smtp,
+            };
+            let server = account.server(proto);
+            sasl::oauthbearer(&account.user, server.map(|s| &*s.host), server.map(|s| s.port), t)
+        }
+        Format::Json => Zeroizing::new(
+            serde_json::json!({
+                "access_token": t,
+                "token_type": "Bearer",
+                "expires_at": rec.expires_at,
+                "account": account.name,
+                "user": account.user,
+            })
+            .to_string(),
+        ),
+    };
+    let mut s = s;
+    s.push('\n');
+    Ok(s)
+}
+
+#[derive(serde::Serialize)]
+struct StatusRow {
+    account: String,
+    provider: Option<&'static str>,
+    user: String,
+    kind: &'static str,
+    /// none | valid | expired | needs_login | error
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_in: Option<i64>,
+    expiry_assumed: bool,
+    has_refresh_token: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logged_in_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refreshed_at: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    store: String,
+}
+
+fn status_row(a: &Account, rec: Result<Option<TokenRecord>>, now: u64, store: &str) -> StatusRow {
+    let mut row = StatusRow {
+        account: a.name.clone(),
+        provider: a.provider.map(|p| p.name),
+        user: a.user.clone(),
+        kind: "oauth",
+        state: "none",
+        expires_at: None,
+        expires_in: None,
+        expiry_assumed: false,
+        has_refresh_token: false,
+        logged_in_at: None,
+        refreshed_at: None,
+        last_error: None,
+        store: store.to_owned(),
+    };
+    match rec {
+        Err(e) => {
+            row.state = "error";
+            row.last_error = Some(e.to_string());
+        }
+        Ok(None) => {}
+        Ok(Some(r)) => {
+            row.state = if r.needs_login() {
+                "needs_login"
+            } else if r.access_token.is_some() && r.remaining(now) > 0 {
+                "valid"
+            } else {
+                "expired"
+            };
+            row.expires_at = r.expires_at;
+            row.expires_in = r.expires_at.map(|e| e as i64 - now as i64);
+            row.expiry_assumed = r.expiry_assumed;
+            row.has_refresh_token = r.refresh_token.is_some();
+            row.logged_in_at = (r.logged_in_at > 0).then_some(r.logged_in_at);
+            row.refreshed_at = r.refreshed_at;
+            row.last_error = r.last_error.map(|e| format!("{} ({})", e.message, time(e.at)));
+        }
+    }
+    row
+}
+
+fn time(t: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string()
+}
+
+fn render_status(r: &StatusRow) -> String {
+    let mut s = format!(
+        "{} ({}{})\n",
+        r.account,
+        r.user,
+        r.provider.map(|p| format!(", {p}")).unwrap_or_default()
+    );
+    let token = match (r.state, r.expires_in) {
+        ("none", _) => format!("none; run `mailtoken login {}`", r.account),
+        ("error", _) => "unknown (the store could not be read)".to_owned(),
+        (_, Some(left)) if left > 0 => format!(
+            "valid for {} (until {}){}",
+            humantime::format_duration(Duration::from_secs(left as u64)),
+            time(r.expires_at.unwrap_or(0)),
+            if r.expiry_assumed { ", expiry assumed: the provider sent no expires_in" } else { "" }
+        ),
+        _ => format!(
+            "expired{}",
+            if r.has_refresh_token { "; the next `token` call refreshes it" } else { "" }
+        ),
+    };
+    s += &format!("  access token:  {token}\n");
+    if r.state != "none" && r.state != "error" {
+        s += &format!(
+            "  refresh token: {}\n",
+            if r.has_refresh_token { "stored" } else { "none (the provider issued none; log in again when the access token expires)" }
+        );
+    }
+    if let Some(t) = r.logged_in_at {
+        s += &format!("  logged in:     {}\n", time(t));
+    }
+    if let Some(t) = r.refreshed_at {
+        s += &format!("  last refresh:  {}\n", time(t));
+    }
+    if let Some(e) = &r.last_error {
+        s += &format!("  last error:    {}\n", e.replace('\n', "\n                 "));
+    }
+    if r.state == "needs_login" {
+        s += &format!("  action:        run `mailtoken login {}`\n", r.account);
+    }
+    s += &format!("  store:         {}\n", r.store);
+    s
+}
+
+fn list_providers() -> String {
+    let mut s = String::from("Provider presets (use `mailtoken providers NAME` for details):\n");
+    for p in providers::ALL {
+        s += &format!("  {:<10} {}\n", p.name, p.title);
+    }
+    s += "Any other OAuth 2.0 provider: leave `provider` out and set auth_url, token_url and scopes.\n";
+    s
+}
+
+fn server_line(label: &str, s: &Server) -> String {
+    let tls = match s.tls {
+        Tls::Implicit => "implicit TLS",
+        Tls::Starttls => "STARTTLS",
+    };
+    format!("  {label:<14} {}:{} ({tls})\n", s.host, s.port)
+}
+
+fn describe_provider(p: &providers::Provider) -> String {
+    let mut s = format!("{} ({})\n", p.name, p.title);
+    s += &format!("  authorization  {}\n  token          {}\n", p.auth_url, p.token_url);
+    if let Some(u) = p.device_url {
+        s += &format!("  device         {u}\n");
+    }
+    if let Some(u) = p.revoke_url {
+        s += &format!("  revocation     {u}\n");
+    }
+    s += &format!("  scopes         {}\n", p.scopes.join(" "));
+    if !p.auth_params.is_empty() {
+        let params: Vec<String> = p.auth_params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        s += &format!("  auth params    {}\n", params.join(" "));
+    }
+    s += &format!("  redirect       http://{}:PORT/\n", p.redirect_host);
+    if let Some(t) = p.default_tenant {
+        s += &format!("  tenant         {t} (default; set `tenant` in the account)\n");
+    }
+    for (label, srv) in [("IMAP", &p.imap), ("POP3", &p.pop), ("SMTP", &p.smtp)] {
+        if let Some(srv) = srv {
+            s += &server_line(label, srv);
+        }
+    }
+    for srv in p.smtp_alternatives {
+        s += &server_line("SMTP (also)", srv);
+    }
+    for n in p.notes {
+        s += &format!("  - {n}\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use base64::Engine;
+
+    fn account() -> Account {
+        let c = Config::parse(
+            std::path::Path::new("c.toml"),
+            "[accounts.a]\nprovider = \"google\"\nuser = \"a@gmail.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n",
+        )
+        .unwrap();
+        c.accounts["a"].clone()
+    }
+
+    fn rec() -> TokenRecord {
+        TokenRecord { access_token: Some(Secret::new("TOK")), expires_at: Some(2000), obtained_at: 1000, ..Default::default() }
+    }
+
+    #[test]
+    fn render_formats() {
+        let a = account();
+        let r = rec();
+        assert_eq!(render(Format::Raw, &a, &r, ForProto::Imap).unwrap().as_str(), "TOK\n");
+        let x = render(Format::Xoauth2, &a, &r, ForProto::Imap).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD.decode(x.trim()).unwrap();
+        assert_eq!(raw, b"user=a@gmail.com\x01auth=Bearer TOK\x01\x01");
+        let o = render(Format::Oauthbearer, &a, &r, ForProto::Smtp).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD.decode(o.trim()).unwrap();
+        assert_eq!(raw, b"n,a=a@gmail.com,\x01host=smtp.gmail.com\x01port=465\x01auth=Bearer TOK\x01\x01");
+        let j: serde_json::Value = serde_json::from_str(&render(Format::Json, &a, &r, ForProto::Imap).unwrap()).unwrap();
+        assert_eq!(j["access_token"], "TOK");
+        assert_eq!(j["expires_at"], 2000);
+        assert_eq!(j["user"], "a@gmail.com");
+    }
+
+    #[test]
+    fn status_shows_assumed_expiry_and_needs_login() {
+        let a = account();
+        let mut r = rec();
+        r.expiry_assumed = true;
+        let row = status_row(&a, Ok(Some(r.clone())), 1500, "file x");
+        assert_eq!(row.state, "valid");
+        assert!(render_status(&row).contains("expiry assumed"), "{}", render_status(&row));
+        r.last_error = Some(record::LastError { at: 1600, kind: "invalid_grant".into(), message: "rejected".into() });
+        let row = status_row(&a, Ok(Some(r)), 1700, "file x");
+        assert_eq!(row.state, "needs_login");
+        assert!(render_status(&row).contains("run `mailtoken login a`"));
+        let row = status_row(&a, Ok(None), 1700, "file x");
+        assert_eq!(row.state, "none");
+    }
+
+    #[test]
+    fn providers_listing_names_every_preset() {
+        let l = list_providers();
+        assert!(l.contains("google") && l.contains("microsoft"));
+        let g = describe_provider(&providers::GOOGLE);
+        assert!(g.contains("imap.gmail.com:993 (implicit TLS)") && g.contains("smtp.gmail.com:587 (STARTTLS)"), "{g}");
+    }
+}

@@ -1,0 +1,172 @@
+//! `mailtoken login`: the authorization code flow with PKCE for native apps (RFC 8252):
+//! open the browser (or print the URL), receive the code on a loopback listener or from
+//! a pasted URL, exchange it, and store the tokens.
+
+use crate::broker::{Broker, missing_refresh_token_hint, runtime};
+use crate::config::Account;
+use crate::error::{Error, Result};
+use crate::loopback::{self, Callback, LoopbackListener};
+use crate::oauth::OAuthClient;
+use crate::record;
+use oauth2::PkceCodeChallenge;
+use std::io::{BufRead, Write};
+use std::time::Duration;
+use url::Url;
+
+pub struct LoginOptions {
+    pub open_browser: bool,
+    pub port: Option<u16>,
+    pub paste: bool,
+    pub timeout: Duration,
+}
+
+pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<()> {
+    let rt = runtime()?;
+    let client = OAuthClient::new(account, broker.config.timeout)?;
+    let o = &account.oauth;
+    let (callback, redirect_uri, verifier) = rt.block_on(async {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        if opts.paste {
+            let port = match opts.port {
+                Some(p) => p,
+                None => free_port().await?,
+            };
+            let redirect_uri = loopback::redirect_uri(&o.redirect_host, port, &o.redirect_path)?;
+            let (url, state) = client.authorize_url(&redirect_uri, challenge);
+            eprintln!(
+                "Open this URL in a browser on any machine and log in as {}:\n\n  {url}\n\n\
+                 The browser then goes to {redirect_uri}... and shows an error page because nothing \
+                 listens there: that is expected. Copy the whole address from the address bar and paste it here.",
+                account.user
+            );
+            let cb = read_pasted(&redirect_uri, state.secret())?;
+            Ok::<_, Error>((cb, redirect_uri, verifier))
+        } else {
+            let listener = LoopbackListener::bind(&o.redirect_host, &o.redirect_path, opts.port.unwrap_or(0)).await?;
+            let redirect_uri = listener.redirect_uri().clone();
+            let (url, state) = client.authorize_url(&redirect_uri, challenge);
+            eprintln!("To log in {} ({}), open this URL:\n\n  {url}\n", account.name, account.user);
+            if opts.open_browser {
+                match open::that_detached(url.as_str()) {
+                    Ok(()) => eprintln!("(A browser window should have opened.)"),
+                    Err(e) => eprintln!("(Could not start a browser: {e}. Open the URL by hand.)"),
+                }
+            }
+            eprintln!("Waiting for the browser to come back to {redirect_uri} ...");
+            let cb = listener.wait(state.secret().clone(), opts.timeout).await?;
+            Ok((cb, redirect_uri, verifier))
+        }
+    })?;
+    let code = match callback {
+        Callback::Code(c) => c,
+        Callback::Denied { error, description } => return Err(denied(account, &error, description.as_deref())),
+    };
+    let grant = rt.block_on(client.exchange_code(code, verifier, &redirect_uri))?;
+    let (rec, notes) = broker.save_login(account, grant)?;
+    let life = rec.remaining(record::now());
+    eprintln!(
+        "Logged in {} ({}). The access token is valid for {}{}; tokens are stored in the {}.",
+        account.name,
+        account.user,
+        humantime::format_duration(Duration::from_secs(life)),
+        if rec.expiry_assumed { " (assumed: the provider did not say)" } else { "" },
+        broker.store().describe()
+    );
+    if !notes.got_refresh_token {
+        if notes.kept_old_refresh_token {
+            eprintln!("Note: the provider sent no new refresh token; the one from the previous login is kept.");
+        } else {
+            eprintln!(
+                "Warning: the provider issued no refresh token, so mailtoken cannot renew access by itself: \
+                 when this access token expires you must log in again.{}",
+                missing_refresh_token_hint(account)
+            );
+        }
+    }
+    Ok(())
+}
+
+fn denied(account: &Account, error: &str, description: Option<&str>) -> Error {
+    let words = description.map(|d| format!(" ({d})")).unwrap_or_default();
+    let remedy = match error {
+        "access_denied" => format!("Run `mailtoken login {}` again and allow access in the browser.", account.name),
+        "invalid_scope" | "unauthorized_client" | "unsupported_response_type" | "invalid_request" => {
+            "Check client_id, scopes and auth_params in the config against the OAuth client registered at the provider.".into()
+        }
+        _ => format!("Run `mailtoken login {}` again; if it keeps failing, the provider's words above say why.", account.name),
+    };
+    Error::noperm(format!("the provider refused the login of {}: {error}{words}", account.name)).with_remedy(remedy)
+}
+
+/// A port that is free now, for the redirect URI of a pasted login (nothing listens).
+async fn free_port() -> Result<u16> {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| Error::unavailable(format!("cannot pick a loopback port: {e}")))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| Error::software(e.to_string()))
+}
+
+fn read_pasted(redirect_uri: &Url, state: &str) -> Result<Callback> {
+    eprint!("Paste the URL: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| Error::data(format!("reading the pasted URL: {e}")))?;
+    check_pasted(line.trim(), redirect_uri, state)
+}
+
+/// Validates a pasted redirect URL exactly as the listener validates a request.
+pub fn check_pasted(pasted: &str, redirect_uri: &Url, state: &str) -> Result<Callback> {
+    if pasted.is_empty() {
+        return Err(Error::data("nothing was pasted").with_remedy("Run the login again and paste the address the browser was sent to."));
+    }
+    let url = Url::parse(pasted).map_err(|e| {
+        Error::data(format!("the pasted text is not a URL ({e})"))
+            .with_remedy(format!("Paste the whole address from the browser's address bar; it starts with {redirect_uri}"))
+    })?;
+    let same_place = url.scheme() == redirect_uri.scheme()
+        && url.host_str() == redirect_uri.host_str()
+        && url.port_or_known_default() == redirect_uri.port_or_known_default()
+        && url.path() == redirect_uri.path();
+    if !same_place {
+        return Err(Error::data(format!(
+            "the pasted URL does not lead to {redirect_uri} (was the login URL pasted instead of the one the browser was sent to?)"
+        )));
+    }
+    loopback::validate(url.query().unwrap_or(""), state).map_err(|r| {
+        Error::data(format!("the pasted URL was refused: {}", r.explain()))
+            .with_remedy("Paste the address from the browser window of this login.")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri() -> Url {
+        Url::parse("http://127.0.0.1:4321/").unwrap()
+    }
+
+    #[test]
+    fn pasted_url_with_the_right_state_gives_the_code() {
+        let cb = check_pasted("http://127.0.0.1:4321/?code=C&state=S&iss=x", &uri(), "S").unwrap();
+        assert_eq!(cb, Callback::Code("C".into()));
+    }
+
+    #[test]
+    fn pasted_garbage_wrong_place_and_wrong_state_are_bad_input() {
+        for (text, needle) in [
+            ("", "nothing was pasted"),
+            ("not a url", "not a URL"),
+            ("http://127.0.0.1:9999/?code=C&state=S", "does not lead to"),
+            ("https://accounts.google.com/o/oauth2/v2/auth?state=S", "does not lead to"),
+            ("http://127.0.0.1:4321/?code=C&state=T", "does not match"),
+        ] {
+            let e = check_pasted(text, &uri(), "S").unwrap_err();
+            assert_eq!(e.code, crate::error::ExitCode::DataErr, "{text}");
+            assert!(e.message.contains(needle), "{text}: {e}");
+        }
+    }
+}

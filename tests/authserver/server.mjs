@@ -1,0 +1,541 @@
+// Test-only OAuth 2.0 / OpenID Connect authorization server for mailtoken's
+// integration tests. NOT for production use: it accepts any login name
+// without a password, keeps all state in memory and has test-only
+// instrumentation routes.
+//
+// Usage: node tests/authserver/server.mjs --port PORT   (PORT 0 = ephemeral)
+//
+// When listening it prints exactly one line on stdout:
+//   READY http://127.0.0.1:PORT
+// (that URL, without a trailing slash, is the issuer). Everything else is
+// logged to stderr.
+//
+// Environment:
+//   AUTHSERVER_TTL        access-token lifetime in seconds (default 3600)
+//   AUTHSERVER_SHORT_TTL  access-token lifetime for the *-short clients (default 6)
+//
+// Clients (all native, loopback redirect URIs on any port, RFC 8252 §7.3):
+//   native-cli     public (none), PKCE S256, refresh tokens rotate on every use
+//   native-short   same, short-lived access tokens
+//   google-desktop client_secret_post with the non-secret secret 'not-so-secret',
+//                  access_type=offline gives a refresh token, no rotation
+//   google-short   same, short-lived access tokens
+//   mail-rs        resource server for introspection only (client_secret_basic,
+//                  secret 'mail-rs-secret'); may introspect tokens of every client
+//
+// Non-OAuth routes:
+//   GET  /interaction/:uid            login form or consent page (plain HTML)
+//   POST /interaction/:uid/login      form field `login` = account id
+//   POST /interaction/:uid/confirm    grant the requested scopes
+//   POST /interaction/:uid/abort      access_denied
+//   GET  /_test/health                200 (test-only instrumentation)
+//   GET  /_test/stats?account=ID      token-endpoint grant counters (test-only)
+
+import http from 'node:http';
+import Provider from 'oidc-provider';
+
+// ---------------------------------------------------------------- arguments
+
+function parseArgs(argv) {
+  let port = 0;
+  for (let i = 0; i < argv.length; i += 1) {
+    const arg = argv[i];
+    if (arg === '--port') {
+      port = argv[i + 1];
+      i += 1;
+    } else if (arg.startsWith('--port=')) {
+      port = arg.slice('--port='.length);
+    } else if (arg === '--help' || arg === '-h') {
+      process.stderr.write('usage: node server.mjs --port PORT   (0 = ephemeral)\n');
+      process.exit(0);
+    } else {
+      process.stderr.write(`server.mjs: unknown argument ${arg}\n`);
+      process.exit(2);
+    }
+  }
+  const n = Number(port);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) {
+    process.stderr.write(`server.mjs: invalid --port ${port}\n`);
+    process.exit(2);
+  }
+  return { port: n };
+}
+
+function envSeconds(name, fallback) {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n <= 0) {
+    process.stderr.write(`server.mjs: ${name} must be a positive integer, got ${raw}\n`);
+    process.exit(2);
+  }
+  return n;
+}
+
+const { port: requestedPort } = parseArgs(process.argv.slice(2));
+const ACCESS_TOKEN_TTL = envSeconds('AUTHSERVER_TTL', 3600);
+const SHORT_ACCESS_TOKEN_TTL = envSeconds('AUTHSERVER_SHORT_TTL', 6);
+
+const log = (...parts) => process.stderr.write(`[authserver] ${parts.join(' ')}\n`);
+
+// ---------------------------------------------------------------- clients
+
+const LOOPBACK_REDIRECTS = ['http://127.0.0.1/', 'http://[::1]/', 'http://localhost/'];
+const APP_GRANTS = [
+  'authorization_code',
+  'refresh_token',
+  'urn:ietf:params:oauth:grant-type:device_code',
+];
+
+const nativeClient = (clientId) => ({
+  client_id: clientId,
+  application_type: 'native',
+  token_endpoint_auth_method: 'none',
+  redirect_uris: LOOPBACK_REDIRECTS,
+  grant_types: APP_GRANTS,
+  response_types: ['code'],
+});
+
+const googleClient = (clientId) => ({
+  client_id: clientId,
+  client_secret: 'not-so-secret',
+  application_type: 'native',
+  token_endpoint_auth_method: 'client_secret_post',
+  redirect_uris: LOOPBACK_REDIRECTS,
+  grant_types: APP_GRANTS,
+  response_types: ['code'],
+});
+
+const clients = [
+  nativeClient('native-cli'),
+  nativeClient('native-short'),
+  googleClient('google-desktop'),
+  googleClient('google-short'),
+  {
+    client_id: 'mail-rs',
+    client_secret: 'mail-rs-secret',
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: [],
+    response_types: [],
+    redirect_uris: [],
+  },
+];
+
+const ROTATING_CLIENTS = new Set(['native-cli', 'native-short']); // Microsoft-like
+const GOOGLE_CLIENTS = new Set(['google-desktop', 'google-short']); // Google-like
+const SHORT_TTL_CLIENTS = new Set(['native-short', 'google-short']);
+const INTROSPECTING_RESOURCE_SERVERS = new Set(['mail-rs']);
+
+// Authorization codes issued with access_type=offline (Google clients only),
+// keyed by the code value (= its jti for opaque codes).
+const offlineCodes = new Set();
+
+// ---------------------------------------------------------------- test-only instrumentation
+
+// Test-only: successful token-endpoint grants per account and grant type.
+const grantStats = new Map();
+
+function countGrant(account, grantType) {
+  if (!account) return;
+  let entry = grantStats.get(account);
+  if (!entry) {
+    entry = { refresh_grants: 0, code_grants: 0, device_grants: 0 };
+    grantStats.set(account, entry);
+  }
+  if (grantType === 'refresh_token') entry.refresh_grants += 1;
+  else if (grantType === 'authorization_code') entry.code_grants += 1;
+  else if (grantType === 'urn:ietf:params:oauth:grant-type:device_code') entry.device_grants += 1;
+}
+
+// ---------------------------------------------------------------- HTML
+
+const esc = (value) => String(value)
+  .replaceAll('&', '&amp;')
+  .replaceAll('<', '&lt;')
+  .replaceAll('>', '&gt;')
+  .replaceAll('"', '&quot;')
+  .replaceAll("'", '&#39;');
+
+// Kept trivially parseable for the tests: one <form ...> per line, attributes
+// in double quotes, one id per form.
+const page = (title, body) => `<!DOCTYPE html>
+<html>
+<head>
+<meta charset="utf-8">
+<title>${esc(title)}</title>
+</head>
+<body>
+<h1>${esc(title)}</h1>
+${body}
+</body>
+</html>
+`;
+
+function attr(html, name) {
+  const m = html.match(new RegExp(`name="${name}"[^>]*?value="([^"]*)"`));
+  return m ? m[1] : '';
+}
+
+function formAction(html) {
+  const m = html.match(/<form[^>]*action="([^"]*)"/);
+  return m ? m[1] : '';
+}
+
+// ---------------------------------------------------------------- provider configuration
+
+const configuration = {
+  clients,
+  // Fixed test value; state is in memory anyway.
+  cookies: {
+    keys: ['mt-test-cookie-key-7f3c9a1e5b2d48f6a0c4e8b1d9f2a6c3'],
+  },
+  routes: {
+    authorization: '/auth',
+    token: '/token',
+    revocation: '/token/revocation',
+    introspection: '/token/introspection',
+    device_authorization: '/device/auth',
+    code_verification: '/device',
+    userinfo: '/me',
+    jwks: '/jwks',
+  },
+  responseTypes: ['code'],
+  scopes: ['openid', 'offline_access', 'email', 'mail'],
+  claims: {
+    openid: ['sub'],
+    email: ['email'],
+  },
+  extraParams: ['access_type'],
+  pkce: {
+    // PKCE (S256, the only method allowed by default) for every client
+    // using the authorization code flow.
+    required: () => true,
+  },
+  features: {
+    devInteractions: { enabled: false },
+    introspection: {
+      enabled: true,
+      // The resource server may introspect tokens of every client; every
+      // other client only its own tokens.
+      allowedPolicy: async (ctx, client, token) => (
+        INTROSPECTING_RESOURCE_SERVERS.has(client.clientId)
+        || token.clientId === client.clientId
+      ),
+    },
+    revocation: { enabled: true },
+    deviceFlow: {
+      enabled: true,
+      charset: 'base-20',
+      async userCodeInputSource(ctx, form, out, err) {
+        let msg = 'Enter the code displayed on your device';
+        if (err && (err.userCode || err.name === 'NoCodeError')) msg = 'The code you entered is incorrect';
+        else if (err && err.name === 'AbortedError') msg = 'The sign-in request was interrupted';
+        else if (err) msg = 'There was an error processing your request';
+        ctx.type = 'html';
+        ctx.body = page('Device sign-in', `<p id="message">${esc(msg)}</p>
+<form id="device-input" method="post" action="${esc(formAction(form))}">
+<input type="hidden" name="xsrf" value="${attr(form, 'xsrf')}">
+<input type="text" name="user_code" value="">
+<button type="submit">Continue</button>
+</form>`);
+      },
+      async userCodeConfirmSource(ctx, form, client, deviceInfo, userCode) {
+        const action = esc(formAction(form));
+        const xsrf = attr(form, 'xsrf');
+        const code = attr(form, 'user_code');
+        ctx.type = 'html';
+        ctx.body = page('Confirm device', `<p>Client <strong id="client">${esc(client.clientId)}</strong> shows code <code id="user_code">${esc(userCode)}</code></p>
+<form id="device-confirm" method="post" action="${action}"><input type="hidden" name="xsrf" value="${xsrf}"><input type="hidden" name="user_code" value="${code}"><input type="hidden" name="confirm" value="yes"><button type="submit">Continue</button></form>
+<form id="device-abort" method="post" action="${action}"><input type="hidden" name="xsrf" value="${xsrf}"><input type="hidden" name="user_code" value="${code}"><input type="hidden" name="abort" value="yes"><button type="submit">Abort</button></form>`);
+      },
+      async successSource(ctx) {
+        ctx.type = 'html';
+        ctx.body = page('Sign-in Success', '<p id="device-success">Your sign-in was successful, you can now close this page.</p>');
+      },
+    },
+  },
+  // Opaque access tokens: no resource indicators, so the default format.
+  ttl: {
+    AccessToken: (ctx, token, client) => (
+      SHORT_TTL_CLIENTS.has(client?.clientId ?? token?.clientId)
+        ? SHORT_ACCESS_TOKEN_TTL
+        : ACCESS_TOKEN_TTL
+    ),
+    AuthorizationCode: 60,
+    DeviceCode: 600,
+    Grant: 14 * 24 * 60 * 60,
+    IdToken: 3600,
+    Interaction: 3600,
+    RefreshToken: 14 * 24 * 60 * 60,
+    Session: 14 * 24 * 60 * 60,
+  },
+  // Tokens do not die with the browser session (as with real providers).
+  expiresWithSession: async () => false,
+  async issueRefreshToken(ctx, client, code) {
+    if (!client.grantTypeAllowed('refresh_token')) return false;
+    if (GOOGLE_CLIENTS.has(client.clientId)) {
+      // Google: access_type=offline at the authorization endpoint; the device
+      // flow always yields a refresh token.
+      if (code.kind === 'DeviceCode') return true;
+      if (code.kind === 'AuthorizationCode' && offlineCodes.has(code.jti)) return true;
+    }
+    // oidc-provider default: offline_access scope (which the provider only
+    // keeps when consent is prompted).
+    return code.scopes.has('offline_access');
+  },
+  rotateRefreshToken(ctx) {
+    const { clientId } = ctx.oidc.client;
+    return ROTATING_CLIENTS.has(clientId);
+  },
+  async extraTokenClaims(ctx, token) {
+    // Appears in introspection responses of access tokens (Dovecot's
+    // username_attribute = email).
+    if (token.accountId) return { email: token.accountId };
+    return undefined;
+  },
+  async findAccount(ctx, sub) {
+    return {
+      accountId: sub,
+      async claims() {
+        return { sub, email: sub };
+      },
+    };
+  },
+  interactions: {
+    url: (ctx, interaction) => `/interaction/${interaction.uid}`,
+  },
+  async renderError(ctx, out, error) {
+    ctx.type = 'html';
+    const lines = Object.entries(out)
+      .map(([k, v]) => `<p id="${esc(k)}">${esc(k)}: ${esc(v)}</p>`)
+      .join('\n');
+    ctx.body = page('Error', lines);
+    log('renderError', JSON.stringify(out), error?.stack?.split('\n')[0] ?? '');
+  },
+};
+
+// ---------------------------------------------------------------- server
+
+const server = http.createServer();
+
+server.listen(requestedPort, '127.0.0.1', () => {
+  const { port } = server.address();
+  const issuer = `http://127.0.0.1:${port}`;
+  const provider = new Provider(issuer, configuration);
+
+  provider.on('authorization.success', (ctx, out) => {
+    if (
+      GOOGLE_CLIENTS.has(ctx.oidc.client?.clientId)
+      && ctx.oidc.params?.access_type === 'offline'
+      && out?.code
+    ) {
+      offlineCodes.add(out.code);
+    }
+  });
+  provider.on('grant.success', (ctx) => {
+    const grantType = ctx.oidc.params?.grant_type;
+    const account = ctx.oidc.entities?.Account?.accountId
+      ?? ctx.oidc.entities?.AccessToken?.accountId;
+    countGrant(account, grantType);
+    log('grant.success', grantType, account, ctx.oidc.client?.clientId);
+  });
+  provider.on('grant.error', (ctx, err) => {
+    log('grant.error', ctx.oidc?.params?.grant_type, err.error, err.error_description ?? '', err.error_detail ?? '');
+  });
+  provider.on('authorization.error', (ctx, err) => {
+    log('authorization.error', err.error, err.error_description ?? '', err.error_detail ?? '');
+  });
+  provider.on('server_error', (ctx, err) => {
+    log('server_error', err.stack);
+  });
+
+  const providerCallback = provider.callback();
+
+  server.on('request', (req, res) => {
+    const started = Date.now();
+    res.on('finish', () => {
+      log(req.method, req.url.replace(/([?&](?:code|refresh_token|token|code_verifier|client_secret)=)[^&]*/g, '$1…'), res.statusCode, `${Date.now() - started}ms`);
+    });
+    const url = new URL(req.url, issuer);
+    if (url.pathname.startsWith('/interaction/') || url.pathname.startsWith('/_test/')) {
+      handleCustom(provider, req, res, url).catch((err) => {
+        log('custom route error', err.stack);
+        if (!res.headersSent) {
+          sendHtml(res, 500, page('Error', `<p id="error">${esc(err.message)}</p>`));
+        } else {
+          res.end();
+        }
+      });
+      return;
+    }
+    providerCallback(req, res);
+  });
+
+  process.stdout.write(`READY ${issuer}\n`);
+  log(`listening, issuer ${issuer}, access-token TTL ${ACCESS_TOKEN_TTL}s (short ${SHORT_ACCESS_TOKEN_TTL}s)`);
+});
+
+server.on('error', (err) => {
+  log('listen error', err.message);
+  process.exit(1);
+});
+
+for (const signal of ['SIGTERM', 'SIGINT']) {
+  process.on(signal, () => {
+    log(`${signal}, exiting`);
+    process.exit(0);
+  });
+}
+
+// ---------------------------------------------------------------- custom routes
+
+function sendHtml(res, status, html) {
+  res.writeHead(status, {
+    'content-type': 'text/html; charset=utf-8',
+    'cache-control': 'no-store',
+  });
+  res.end(html);
+}
+
+function sendJson(res, status, body) {
+  res.writeHead(status, {
+    'content-type': 'application/json; charset=utf-8',
+    'cache-control': 'no-store',
+  });
+  res.end(JSON.stringify(body));
+}
+
+async function readForm(req) {
+  const chunks = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += chunk.length;
+    if (size > 64 * 1024) throw new Error('request body too large');
+    chunks.push(chunk);
+  }
+  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
+}
+
+async function handleCustom(provider, req, res, url) {
+  const path = url.pathname;
+
+  // Test-only instrumentation.
+  if (path === '/_test/health' && req.method === 'GET') {
+    sendJson(res, 200, { ok: true });
+    return;
+  }
+  if (path === '/_test/stats' && req.method === 'GET') {
+    const account = url.searchParams.get('account') ?? '';
+    const entry = grantStats.get(account) ?? { refresh_grants: 0, code_grants: 0, device_grants: 0 };
+    sendJson(res, 200, { account, ...entry });
+    return;
+  }
+
+  const m = path.match(/^\/interaction\/([^/]+)(?:\/(login|confirm|abort))?$/);
+  if (!m) {
+    sendHtml(res, 404, page('Not found', '<p id="error">not found</p>'));
+    return;
+  }
+  const [, uid, action] = m;
+
+  let details;
+  try {
+    details = await provider.interactionDetails(req, res);
+  } catch (err) {
+    // Missing/expired interaction cookie or session.
+    sendHtml(res, 400, page('Error', `<p id="error">${esc(err.name)}: ${esc(err.message)}</p>`));
+    return;
+  }
+  if (details.uid !== uid) {
+    sendHtml(res, 400, page('Error', '<p id="error">interaction mismatch</p>'));
+    return;
+  }
+  const { prompt, params } = details;
+
+  if (!action) {
+    if (req.method !== 'GET') {
+      sendHtml(res, 405, page('Error', '<p id="error">method not allowed</p>'));
+      return;
+    }
+    if (prompt.name === 'login') {
+      sendHtml(res, 200, page('Sign in', `<p>Client <strong id="client">${esc(params.client_id)}</strong> asks you to sign in.</p>
+<form id="login" method="post" action="/interaction/${esc(uid)}/login">
+<input type="text" name="login" value="">
+<button type="submit">Sign in</button>
+</form>`));
+      return;
+    }
+    if (prompt.name === 'consent') {
+      const scopes = String(params.scope ?? '');
+      sendHtml(res, 200, page('Authorize', `<p>Client <strong id="client">${esc(params.client_id)}</strong> asks for scopes <code id="scope">${esc(scopes)}</code>.</p>
+<form id="approve" method="post" action="/interaction/${esc(uid)}/confirm"><button type="submit">Allow</button></form>
+<form id="deny" method="post" action="/interaction/${esc(uid)}/abort"><button type="submit">Deny</button></form>`));
+      return;
+    }
+    sendHtml(res, 500, page('Error', `<p id="error">unsupported prompt ${esc(prompt.name)}</p>`));
+    return;
+  }
+
+  if (req.method !== 'POST') {
+    sendHtml(res, 405, page('Error', '<p id="error">method not allowed</p>'));
+    return;
+  }
+  const form = await readForm(req);
+
+  if (action === 'login') {
+    if (prompt.name !== 'login') {
+      sendHtml(res, 400, page('Error', `<p id="error">expected prompt login, got ${esc(prompt.name)}</p>`));
+      return;
+    }
+    const login = (form.get('login') ?? '').trim();
+    if (!login) {
+      sendHtml(res, 400, page('Sign in', `<p id="error">login name required</p>
+<form id="login" method="post" action="/interaction/${esc(uid)}/login">
+<input type="text" name="login" value="">
+<button type="submit">Sign in</button>
+</form>`));
+      return;
+    }
+    log('login', login, 'for', params.client_id);
+    await provider.interactionFinished(req, res, { login: { accountId: login } }, {
+      mergeWithLastSubmission: false,
+    });
+    return;
+  }
+
+  if (action === 'confirm') {
+    if (prompt.name !== 'consent') {
+      sendHtml(res, 400, page('Error', `<p id="error">expected prompt consent, got ${esc(prompt.name)}</p>`));
+      return;
+    }
+    const { details: missing } = prompt;
+    const { accountId } = details.session;
+    let grant;
+    if (details.grantId) {
+      grant = await provider.Grant.find(details.grantId);
+    }
+    if (!grant) {
+      grant = new provider.Grant({ accountId, clientId: params.client_id });
+    }
+    if (missing.missingOIDCScope) grant.addOIDCScope(missing.missingOIDCScope.join(' '));
+    if (missing.missingOIDCClaims) grant.addOIDCClaims(missing.missingOIDCClaims);
+    if (missing.missingResourceScopes) {
+      for (const [indicator, scopes] of Object.entries(missing.missingResourceScopes)) {
+        grant.addResourceScope(indicator, scopes.join(' '));
+      }
+    }
+    const grantId = await grant.save();
+    const consent = {};
+    if (!details.grantId) consent.grantId = grantId;
+    log('consent', accountId, 'for', params.client_id, 'scope', params.scope ?? '');
+    await provider.interactionFinished(req, res, { consent }, { mergeWithLastSubmission: true });
+    return;
+  }
+
+  // abort
+  log('abort', 'for', params.client_id);
+  await provider.interactionFinished(req, res, {
+    error: 'access_denied',
+    error_description: 'End-User aborted interaction',
+  }, { mergeWithLastSubmission: false });
+}

@@ -1,0 +1,227 @@
+//! Running the built `mailtoken` binary the way a user or a mail program does: each test
+//! gets its own config, state and runtime directories, so tests share the one
+//! authorization server without sharing anything else.
+
+#![allow(dead_code)]
+
+use super::authserver::{self, Browser, Decision};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mailtoken");
+
+/// One user's world: a home with a config file, a state dir and a runtime dir.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+/// A login name no other test (or earlier run against the same server) uses, so the
+/// server's per-account counters belong to this test alone.
+pub fn unique_login(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+    format!("{tag}-{}-{nanos}-{}@example.test", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// How an account talks to the test server.
+#[derive(Clone, Copy)]
+pub enum Client {
+    /// Public client with rotating refresh tokens (Microsoft-like).
+    Native,
+    /// Same, with access tokens living a few seconds.
+    NativeShort,
+    /// Desktop client with a non-secret secret and access_type=offline (Google-like).
+    Google,
+    GoogleShort,
+    /// Public client asked without offline_access: no refresh token.
+    NativeNoOffline,
+}
+
+pub fn account_toml(name: &str, login: &str, client: Client) -> String {
+    let issuer = authserver::issuer();
+    let (id, secret, scopes, params) = match client {
+        Client::Native | Client::NativeShort => (
+            if matches!(client, Client::Native) { authserver::NATIVE_CLIENT } else { authserver::NATIVE_SHORT_CLIENT },
+            None,
+            r#"["openid", "email", "mail", "offline_access"]"#,
+            r#"{ prompt = "consent" }"#,
+        ),
+        Client::NativeNoOffline => (authserver::NATIVE_CLIENT, None, r#"["openid", "email", "mail"]"#, "{}"),
+        Client::Google | Client::GoogleShort => (
+            if matches!(client, Client::Google) { authserver::GOOGLE_CLIENT } else { authserver::GOOGLE_SHORT_CLIENT },
+            Some(authserver::GOOGLE_CLIENT_SECRET),
+            r#"["openid", "email", "mail"]"#,
+            r#"{ access_type = "offline", prompt = "consent" }"#,
+        ),
+    };
+    let secret = secret.map(|s| format!("client_secret = \"{s}\"\n")).unwrap_or_default();
+    format!(
+        "[accounts.{name}]\nuser = \"{login}\"\nauth_url = \"{issuer}/auth\"\ntoken_url = \"{issuer}/token\"\n\
+         revoke_url = \"{issuer}/token/revocation\"\nclient_id = \"{id}\"\n{secret}scopes = {scopes}\nauth_params = {params}\n"
+    )
+}
+
+impl Env {
+    /// A world whose config is `store` (a `[store]` table and globals) plus `accounts`.
+    pub fn new(head: &str, accounts: &str) -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("config/mailtoken")).unwrap();
+        let env = Env { dir };
+        env.write_config(&if head.is_empty() { accounts.to_owned() } else { format!("{head}\n{accounts}") });
+        env
+    }
+
+    /// The usual world: file store, a short network timeout.
+    pub fn with_file_store(accounts: &str) -> Env {
+        Env::new("timeout = \"10s\"\n[store]\nkind = \"file\"\n", accounts)
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config/mailtoken/config.toml")
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).unwrap();
+    }
+
+    pub fn tokens_path(&self) -> PathBuf {
+        self.dir.path().join("state/mailtoken/tokens.json")
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("MAILTOKEN_CONFIG", self.config_path())
+            .env("XDG_CONFIG_HOME", self.dir.path().join("config"))
+            .env("XDG_STATE_HOME", self.dir.path().join("state"))
+            .env("HOME", self.dir.path())
+            .env_remove("MAILTOKEN_SOCKET")
+            .stdin(Stdio::null());
+        // A private runtime dir: nothing of the developer's own session leaks in.
+        let run = self.dir.path().join("run");
+        std::fs::create_dir_all(&run).unwrap();
+        c.env("XDG_RUNTIME_DIR", run);
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Logs `account` in through the test server as `login`, playing the browser.
+    pub fn login(&self, account: &str, login: &str) -> Output {
+        self.login_with(account, login, Decision::Approve, &[])
+    }
+
+    pub fn login_with(&self, account: &str, login: &str, decision: Decision, extra: &[&str]) -> Output {
+        let mut child = self.cmd()
+            .args(["login", account, "--no-browser", "--timeout", "60s"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (url, stderr_rest) = read_auth_url(&mut child);
+        let redirect = rt().block_on(Browser::new().authorize(&url, login, decision)).unwrap();
+        let resp = rt().block_on(reqwest::get(redirect.as_str())).unwrap();
+        assert!(resp.status().is_success() || decision == Decision::Deny, "listener answered {}", resp.status());
+        finish(child, stderr_rest)
+    }
+
+    /// The stored record of `account` in the file store, as JSON.
+    pub fn stored(&self, account: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.tokens_path()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["accounts"][account].clone()
+    }
+
+    /// Edits the file store's record of `account` (e.g. to make its token expired).
+    pub fn edit_stored(&self, account: &str, f: impl FnOnce(&mut serde_json::Value)) {
+        let text = std::fs::read_to_string(self.tokens_path()).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        f(&mut v["accounts"][account]);
+        std::fs::write(self.tokens_path(), serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+
+    /// Marks the stored access token of `account` as expired a while ago.
+    pub fn expire(&self, account: &str) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        self.edit_stored(account, |r| {
+            r["obtained_at"] = (now - 3700).into();
+            r["expires_at"] = (now - 100).into();
+        });
+    }
+}
+
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// Reads the login's stderr until the authorization URL appears; returns it and a
+/// thread collecting the rest of stderr.
+pub fn read_auth_url(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
+    let stderr = child.stderr.take().unwrap();
+    let mut reader = BufReader::new(stderr);
+    let mut seen = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut line = String::new();
+        let n = reader.read_line(&mut line).unwrap();
+        assert!(n > 0 && std::time::Instant::now() < deadline, "no URL on stderr; got:\n{seen}");
+        seen.push_str(&line);
+        let t = line.trim();
+        if t.starts_with("http://") || t.starts_with("https://") {
+            let url = t.to_owned();
+            let rest = std::thread::spawn(move || {
+                let mut s = seen;
+                let _ = reader.read_to_string(&mut s);
+                s
+            });
+            return (url, rest);
+        }
+    }
+}
+
+/// Waits for a spawned login (at most a minute) and gathers its output.
+pub fn finish(mut child: Child, stderr: std::thread::JoinHandle<String>) -> Output {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("login did not finish");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stdout = Vec::new();
+    if let Some(mut o) = child.stdout.take() {
+        o.read_to_end(&mut stdout).unwrap();
+    }
+    Output { status, stdout, stderr: stderr.join().unwrap().into_bytes() }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code, showing stderr when it is not the expected one.
+#[track_caller]
+pub fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
+}
+
+pub fn write_stdin(child: &mut Child, text: &str) {
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,5 @@
+//! Shared helpers for the integration tests. Include from a test file with
+//! `mod common;` and use e.g. `common::authserver::Browser`.
+
+pub mod authserver;
+pub mod mailtoken;
