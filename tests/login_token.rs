@@ -284,3 +284,20 @@ fn status_lists_accounts_in_words_and_json() {
     assert_eq!(j[0]["has_refresh_token"], true);
     assert_eq!(j[1]["state"], "none");
 }
+
+#[test]
+fn without_a_keyring_the_file_store_is_used_with_a_one_line_notice() {
+    let login = unique_login("nokeyring");
+    let mut env = Env::new("timeout = \"10s\"\n", &account_toml("h", &login, Client::Native));
+    env.no_bus = true;
+    let o = env.login("h", &login);
+    assert_exit(&o, 0);
+    let err = stderr(&o);
+    let notice: Vec<&str> = err.lines().filter(|l| l.contains("no keyring answered")).collect();
+    assert_eq!(notice.len(), 1, "{err}");
+    assert!(notice[0].contains("tokens.json"), "{}", notice[0]);
+    assert!(env.tokens_path().exists());
+    let o = env.run(&["token", "h"]);
+    assert_exit(&o, 0);
+    assert!(stderr(&o).is_empty(), "a password command stays quiet: {}", stderr(&o));
+}

@@ -16,6 +16,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_mailtoken");
 /// One user's world: a home with a config file, a state dir and a runtime dir.
 pub struct Env {
     pub dir: tempfile::TempDir,
+    /// Point the D-Bus session address nowhere: a machine without a keyring.
+    pub no_bus: bool,
 }
 
 /// A login name no other test (or earlier run against the same server) uses, so the
@@ -69,7 +71,7 @@ impl Env {
     pub fn new(head: &str, accounts: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config/mailtoken")).unwrap();
-        let env = Env { dir };
+        let env = Env { dir, no_bus: false };
         env.write_config(&if head.is_empty() { accounts.to_owned() } else { format!("{head}\n{accounts}") });
         env
     }
@@ -103,6 +105,9 @@ impl Env {
         let run = self.dir.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
         c.env("XDG_RUNTIME_DIR", run);
+        if self.no_bus {
+            c.env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
+        }
         c
     }
 
