@@ -55,8 +55,8 @@ pub static GOOGLE: Provider = Provider {
     smtp: Some(server("smtp.gmail.com", 465, Tls::Implicit)),
     smtp_alternatives: &[server("smtp.gmail.com", 587, Tls::Starttls)],
     notes: &[
-        "Create a \"Desktop app\" OAuth client at https://console.cloud.google.com/apis/credentials and enable the Gmail API.",
-        "Publish the app (OAuth consent screen > Publish app): refresh tokens of apps in Testing status die after 7 days.",
+        "Create a \"Desktop app\" OAuth client in the Google Cloud console (Google Auth Platform > Clients).",
+        "Publish the app (Google Auth Platform > Audience > Publish app): refresh tokens of apps in Testing status die after 7 days.",
         "IMAP and POP must be enabled in Gmail (Settings > Forwarding and POP/IMAP).",
         "Poll no more often than every 10 minutes; about 500 messages a day can be sent.",
     ],
