@@ -3,7 +3,7 @@
 //! write is all-or-nothing: a crash or kill at any moment leaves the old record or the new
 //! one, never a broken store.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::TokenRecord;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -49,4 +49,185 @@ pub trait TokenStore: Send + Sync {
     fn delete(&self, account: &str) -> Result<bool>;
     /// For people: "file /home/a/.local/state/mailtoken/tokens.json", "keyring (Secret Service)".
     fn describe(&self) -> String;
+}
+
+/// An opened store, and a one-line notice for people when `auto` fell back to the file.
+pub struct Opened {
+    pub store: Box<dyn TokenStore>,
+    pub notice: Option<String>,
+}
+
+/// Opens the store the config asks for. `auto` takes the keyring when one answers and
+/// falls back to the file store (with a notice) only when none is reachable at all: a
+/// keyring that answers but refuses (locked) is reported, since it may hold the tokens.
+pub fn open(cfg: &StoreConfig) -> Result<Opened> {
+    let store: Box<dyn TokenStore> = match cfg.kind {
+        StoreKind::Keyring => Box::new(keyring::KeyringStore::open()?),
+        StoreKind::File => Box::new(file_store(cfg)),
+        StoreKind::Command => {
+            let (Some(read), Some(write)) = (&cfg.read, &cfg.write) else {
+                return Err(Error::config(
+                    "[store] kind = \"command\" needs `read` and `write`",
+                ));
+            };
+            Box::new(command::CommandStore::new(
+                read.clone(),
+                write.clone(),
+                cfg.delete.clone(),
+            ))
+        }
+        StoreKind::Auto => match keyring::KeyringStore::try_open() {
+            Ok(k) => Box::new(k),
+            Err(keyring::OpenError::Unreachable(reason)) => {
+                let file = file_store(cfg);
+                let notice = format!(
+                    "no keyring answered ({reason}); keeping tokens in {} (mode 0600). \
+                     Set [store] kind = \"file\" to silence this, or \"keyring\" to require the keyring.",
+                    file.path().display()
+                );
+                return Ok(Opened {
+                    store: Box::new(file),
+                    notice: Some(notice),
+                });
+            }
+            Err(keyring::OpenError::Failed(e)) => return Err(e),
+        },
+    };
+    Ok(Opened {
+        store,
+        notice: None,
+    })
+}
+
+fn file_store(cfg: &StoreConfig) -> file::FileStore {
+    match &cfg.path {
+        Some(p) => file::FileStore::new(crate::config::expand_home(p)),
+        None => file::FileStore::new(file::FileStore::default_path()),
+    }
+}
+
+/// A JSON error without the text it choked on: "invalid type" errors quote the offending
+/// value, which may be a token, so those are reduced to their position.
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data => {
+            format!(
+                "a value has the wrong type or shape at line {} column {}",
+                e.line(),
+                e.column()
+            )
+        }
+        // Syntax and EOF messages name only what was expected, never the input.
+        _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ExitCode;
+
+    #[test]
+    fn a_command_store_needs_read_and_write() {
+        let cfg = StoreConfig {
+            kind: StoreKind::Command,
+            read: Some("cat x".into()),
+            ..Default::default()
+        };
+        let err = open(&cfg).err().unwrap();
+        assert_eq!(err.code, ExitCode::Config);
+        assert!(
+            err.message.contains("needs `read` and `write`"),
+            "{}",
+            err.message
+        );
+        let cfg = StoreConfig {
+            write: Some("cat > x".into()),
+            ..cfg
+        };
+        assert!(open(&cfg).unwrap().store.describe().starts_with("command"));
+    }
+
+    #[test]
+    fn the_file_store_path_may_start_with_a_tilde() {
+        use crate::config::expand_home;
+        use std::path::Path;
+        let home = PathBuf::from(std::env::var_os("HOME").unwrap());
+        assert_eq!(
+            expand_home(Path::new("~/t/tokens.json")),
+            home.join("t/tokens.json")
+        );
+        assert_eq!(
+            expand_home(Path::new("/abs/~/x")),
+            PathBuf::from("/abs/~/x")
+        );
+        assert_eq!(
+            expand_home(Path::new("~other/x")),
+            PathBuf::from("~other/x")
+        );
+        let cfg = StoreConfig {
+            kind: StoreKind::File,
+            path: Some("~/t/tokens.json".into()),
+            ..Default::default()
+        };
+        let opened = open(&cfg).unwrap();
+        assert_eq!(
+            opened.store.describe(),
+            format!("file {}", home.join("t/tokens.json").display())
+        );
+        assert!(opened.notice.is_none());
+    }
+
+    #[test]
+    fn json_errors_do_not_quote_values() {
+        let e =
+            serde_json::from_str::<TokenRecord>(r#"{"obtained_at": "ya29.secret"}"#).unwrap_err();
+        let shown = json_error(&e);
+        assert!(!shown.contains("ya29"), "{shown}");
+        assert!(shown.contains("line 1 column"), "{shown}");
+        let e = serde_json::from_str::<TokenRecord>("{\"obtained_at\": 1,}").unwrap_err();
+        assert!(
+            json_error(&e).contains("trailing comma at line 1 column"),
+            "{}",
+            json_error(&e)
+        );
+    }
+
+    /// `auto` without any D-Bus session bus falls back to the file store, with a notice.
+    /// Runs in a child process, since the bus address comes from the environment.
+    #[cfg(all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    ))]
+    #[test]
+    fn auto_falls_back_to_the_file_store_without_a_keyring() {
+        const NAME: &str = "store::tests::auto_falls_back_to_the_file_store_without_a_keyring";
+        if std::env::var_os("MAILTOKEN_AUTO_CHILD").is_some() {
+            let opened = open(&StoreConfig::default()).unwrap();
+            let expected = file::FileStore::default_path();
+            assert_eq!(
+                opened.store.describe(),
+                format!("file {}", expected.display())
+            );
+            let notice = opened.notice.expect("a notice");
+            eprintln!("notice: {notice}");
+            assert!(notice.starts_with("no keyring answered ("), "{notice}");
+            assert!(notice.contains(&expected.display().to_string()), "{notice}");
+            return;
+        }
+        let state = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+            .env("MAILTOKEN_AUTO_CHILD", "1")
+            .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+            .env("XDG_STATE_HOME", state.path())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("1 passed"),
+            "child failed:\n{text}"
+        );
+    }
 }

@@ -1,0 +1,338 @@
+//! The keyring store: each account's record as compact JSON in one secret of the OS
+//! keyring (service `mailtoken`, user = the account name): the Secret Service on Linux
+//! and the BSDs, the login Keychain on macOS, the Credential Manager on Windows.
+//!
+//! Every call is a blocking IPC round trip; `load` makes one search and one read, since
+//! `mailtoken token` runs it on every call of a mail program.
+
+use super::{TokenStore, json_error};
+use crate::error::{Error, Result};
+use crate::record::TokenRecord;
+use keyring_core::{CredentialStore, Entry, Error as KError};
+use std::sync::Arc;
+use zeroize::Zeroizing;
+
+const SERVICE: &str = "mailtoken";
+
+/// The user of the entry `open` looks up. Not a valid account name (it has spaces), so it
+/// can never exist: the lookup only proves that the keyring answers searches.
+const PROBE_USER: &str = "mailtoken probe (never stored)";
+
+pub struct KeyringStore {
+    store: Arc<CredentialStore>,
+}
+
+/// Why the keyring could not be opened. `auto` falls back to the file store only when no
+/// keyring is reachable at all.
+pub(crate) enum OpenError {
+    Unreachable(String),
+    Failed(Error),
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Error {
+        match e {
+            OpenError::Unreachable(reason) => {
+                Error::unavailable(format!("the keyring is not reachable: {reason}")).with_remedy(
+                    "Set `[store] kind = \"file\"` in the config to keep tokens in a 0600 file, \
+                     or start a Secret Service such as gnome-keyring.",
+                )
+            }
+            OpenError::Failed(e) => e,
+        }
+    }
+}
+
+impl KeyringStore {
+    /// Connects to the platform keyring and checks that it answers.
+    pub fn open() -> Result<Self> {
+        Ok(Self::try_open()?)
+    }
+
+    pub(crate) fn try_open() -> Result<Self, OpenError> {
+        // On Linux this connects to the session bus and opens a Secret Service session (a
+        // real method call), so "no bus" and "no org.freedesktop.secrets" fail here, fast.
+        let store = platform_store().map_err(|e| OpenError::Unreachable(unreachable_reason(&e)))?;
+        let keyring = KeyringStore::with_store(store);
+        // One search round trip: a provider that accepts sessions but cannot search
+        // (or refuses access) is caught before any token is trusted to it. A locked
+        // collection without our items still passes; `save` then reports it as locked.
+        match keyring.entry(PROBE_USER).and_then(|e| e.get_password()) {
+            Ok(_) | Err(KError::NoEntry) => Ok(keyring),
+            Err(KError::PlatformFailure(e)) => Err(OpenError::Unreachable(e.to_string())),
+            Err(e) => Err(OpenError::Failed(keyring_error(e, "checking", PROBE_USER))),
+        }
+    }
+
+    /// A keyring store on top of any keyring-core store (tests use the mock store).
+    pub fn with_store(store: Arc<CredentialStore>) -> Self {
+        KeyringStore { store }
+    }
+
+    fn entry(&self, account: &str) -> keyring_core::Result<Entry> {
+        self.store.build(SERVICE, account, None)
+    }
+}
+
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
+    Ok(zbus_secret_service_keyring_store::Store::new()?)
+}
+
+#[cfg(target_os = "macos")]
+fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
+    Ok(apple_native_keyring_store::keychain::Store::new()?)
+}
+
+#[cfg(target_os = "windows")]
+fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
+    Ok(windows_native_keyring_store::Store::new()?)
+}
+
+#[cfg(not(any(
+    all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    ),
+    target_os = "macos",
+    target_os = "windows"
+)))]
+fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
+    Err(KError::NotSupportedByStore(
+        "no keyring is supported on this platform".into(),
+    ))
+}
+
+/// The platform's words for why it could not connect, minus keyring-core's prefix.
+fn unreachable_reason(e: &KError) -> String {
+    match e {
+        KError::PlatformFailure(inner) => {
+            let text = inner.to_string();
+            if text.contains("ServiceUnknown") {
+                format!("no Secret Service on the session bus: {text}")
+            } else {
+                text
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn locked_remedy() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "Unlock the login keychain (log in to the desktop session, or `security unlock-keychain`)."
+    } else {
+        "Unlock it: log in to the desktop session, or run `gnome-keyring-daemon --unlock` \
+         (it reads the password on stdin). Or set `[store] kind = \"file\"` in the config."
+    }
+}
+
+/// Maps a keyring error met while `op` ("reading", ...) the account's entry. Never shows
+/// secret bytes: the variants that carry them (`BadEncoding`, `BadDataFormat`) get our words.
+fn keyring_error(e: KError, op: &str, account: &str) -> Error {
+    let entry = entry_name(account);
+    let login = format!("Run `mailtoken login {account}` to replace it.");
+    match e {
+        KError::NoStorageAccess(inner) => {
+            Error::noperm(format!("the keyring is locked ({op} the entry {entry}: {inner})"))
+                .with_remedy(locked_remedy())
+        }
+        KError::BadEncoding(_) | KError::BadDataFormat(..) => {
+            Error::data(format!("the keyring entry {entry} does not hold text")).with_remedy(login)
+        }
+        KError::Ambiguous(entries) => Error::data(format!("{} keyring entries match {entry}", entries.len()))
+            .with_remedy(format!(
+                "Remove the extra ones (e.g. with seahorse, or all of them with \
+                 `secret-tool clear service {SERVICE} username {account}`), then run `mailtoken login {account}`."
+            )),
+        KError::TooLong(what, limit) => {
+            Error::io(format!("the record of {account} is too large for this keyring ({what} is limited to {limit})"))
+                .with_remedy("Set `[store] kind = \"file\"` in the config.")
+        }
+        // PlatformFailure (the service failed or vanished) and anything newer.
+        other => Error::io(format!("the keyring failed while {op} the entry {entry}: {other}")),
+    }
+}
+
+/// Names an entry for messages: `service "mailtoken", user "alice"`.
+fn entry_name(account: &str) -> String {
+    format!("(service \"{SERVICE}\", user \"{account}\")")
+}
+
+impl TokenStore for KeyringStore {
+    fn load(&self, account: &str) -> Result<Option<TokenRecord>> {
+        let text = match self.entry(account).and_then(|e| e.get_password()) {
+            Ok(t) => Zeroizing::new(t),
+            Err(KError::NoEntry) => return Ok(None),
+            Err(e) => return Err(keyring_error(e, "reading", account)),
+        };
+        let record = serde_json::from_str(&text).map_err(|e| {
+            Error::data(format!(
+                "the keyring entry {} is not a mailtoken record: {}",
+                entry_name(account),
+                json_error(&e)
+            ))
+            .with_remedy(format!("Run `mailtoken login {account}` to replace it."))
+        })?;
+        Ok(Some(record))
+    }
+
+    fn save(&self, account: &str, record: &TokenRecord) -> Result<()> {
+        let json = Zeroizing::new(
+            serde_json::to_string(record)
+                .map_err(|e| Error::software(format!("serializing a record: {e}")))?,
+        );
+        self.entry(account)
+            .and_then(|e| e.set_password(&json))
+            .map_err(|e| keyring_error(e, "writing", account))
+    }
+
+    fn delete(&self, account: &str) -> Result<bool> {
+        match self.entry(account).and_then(|e| e.delete_credential()) {
+            Ok(()) => Ok(true),
+            Err(KError::NoEntry) => Ok(false),
+            Err(e) => Err(keyring_error(e, "deleting", account)),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let kind = if cfg!(target_os = "macos") {
+            "macOS Keychain"
+        } else if cfg!(target_os = "windows") {
+            "Windows Credential Manager"
+        } else {
+            "Secret Service"
+        };
+        format!("keyring ({kind})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ExitCode;
+    use crate::secret::Secret;
+    use keyring_core::mock;
+
+    fn record(rt: &str) -> TokenRecord {
+        TokenRecord {
+            refresh_token: Some(Secret::new(rt)),
+            access_token: Some(Secret::new("at")),
+            expires_at: Some(4600),
+            obtained_at: 1000,
+            ..Default::default()
+        }
+    }
+
+    fn mock_store() -> (Arc<mock::Store>, KeyringStore) {
+        let store = mock::Store::new().unwrap();
+        (store.clone(), KeyringStore::with_store(store))
+    }
+
+    /// Makes the next call on the account's mock entry fail with `err`.
+    fn fail_next(store: &mock::Store, account: &str, err: KError) {
+        use keyring_core::api::CredentialStoreApi;
+        let entry = store.build(SERVICE, account, None).unwrap();
+        entry
+            .as_any()
+            .downcast_ref::<mock::Cred>()
+            .unwrap()
+            .set_error(err);
+    }
+
+    #[test]
+    fn round_trip_and_delete() {
+        let (_m, ks) = mock_store();
+        assert_eq!(ks.load("alice").unwrap(), None);
+        ks.save("alice", &record("rt")).unwrap();
+        assert_eq!(ks.load("alice").unwrap(), Some(record("rt")));
+        assert!(ks.delete("alice").unwrap());
+        assert!(!ks.delete("alice").unwrap());
+        assert_eq!(ks.load("alice").unwrap(), None);
+    }
+
+    #[test]
+    fn the_secret_is_the_record_as_json() {
+        let (m, ks) = mock_store();
+        ks.save("alice", &record("rt")).unwrap();
+        use keyring_core::api::CredentialStoreApi;
+        let raw = m
+            .build(SERVICE, "alice", None)
+            .unwrap()
+            .get_password()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(v["refresh_token"], "rt");
+    }
+
+    #[test]
+    fn a_value_that_is_not_a_record_is_a_data_error_naming_the_entry() {
+        let (m, ks) = mock_store();
+        use keyring_core::api::CredentialStoreApi;
+        m.build(SERVICE, "alice", None)
+            .unwrap()
+            .set_password("ya29.not-json")
+            .unwrap();
+        let err = ks.load("alice").unwrap_err();
+        assert_eq!(err.code, ExitCode::DataErr);
+        let shown = err.to_string();
+        assert!(
+            shown.contains("(service \"mailtoken\", user \"alice\")"),
+            "{shown}"
+        );
+        assert!(shown.contains("mailtoken login alice"), "{shown}");
+        assert!(!shown.contains("ya29"), "{shown}");
+    }
+
+    #[test]
+    fn a_locked_keyring_is_a_noperm_error_with_a_remedy() {
+        let (m, ks) = mock_store();
+        let locked = || KError::NoStorageAccess("SS error: prompt dismissed".into());
+        fail_next(&m, "alice", locked());
+        let err = ks.load("alice").unwrap_err();
+        assert_eq!(err.code, ExitCode::NoPerm);
+        assert!(
+            err.message.starts_with("the keyring is locked"),
+            "{}",
+            err.message
+        );
+        assert!(err.remedy.unwrap().contains("unlock"));
+        fail_next(&m, "alice", locked());
+        assert_eq!(
+            ks.save("alice", &record("rt")).unwrap_err().code,
+            ExitCode::NoPerm
+        );
+    }
+
+    #[test]
+    fn undecodable_secrets_are_not_shown() {
+        let (m, ks) = mock_store();
+        fail_next(&m, "alice", KError::BadEncoding(b"ya29.\xff".to_vec()));
+        let err = ks.load("alice").unwrap_err();
+        assert_eq!(err.code, ExitCode::DataErr);
+        assert!(!err.to_string().contains("ya29"), "{err}");
+    }
+
+    #[test]
+    fn platform_failures_after_opening_are_io_errors() {
+        let (m, ks) = mock_store();
+        fail_next(
+            &m,
+            "alice",
+            KError::PlatformFailure("zbus error: connection reset".into()),
+        );
+        let err = ks.delete("alice").unwrap_err();
+        assert_eq!(err.code, ExitCode::IoErr);
+        assert!(err.message.contains("connection reset"), "{}", err.message);
+    }
+
+    #[test]
+    fn an_unreachable_keyring_is_unavailable_with_a_remedy() {
+        let err = Error::from(OpenError::Unreachable("no bus".into()));
+        assert_eq!(err.code, ExitCode::Unavailable);
+        assert!(err.remedy.unwrap().contains("kind = \"file\""));
+    }
+}
