@@ -20,7 +20,14 @@ fn main() {
         scopes: vec!["mail".into()],
         ..Default::default()
     };
-    rec.set_access_token(Secret::new("bench-access-token-".repeat(8)), Some(Duration::from_secs(3600)), record::now());
-    opened.store.save(&account, &rec).unwrap_or_else(|e| panic!("{e}"));
+    rec.set_access_token(
+        Secret::new("bench-access-token-".repeat(8)),
+        Some(Duration::from_secs(3600)),
+        record::now(),
+    );
+    opened
+        .store
+        .save(&account, &rec)
+        .unwrap_or_else(|e| panic!("{e}"));
     eprintln!("seeded {account} in the {}", opened.store.describe());
 }

@@ -32,7 +32,11 @@ pub enum Source {
 impl Broker {
     pub fn open(config: Config) -> Result<Broker> {
         let opened = store::open(&config.store)?;
-        Ok(Broker { config, store: opened.store, store_notice: opened.notice })
+        Ok(Broker {
+            config,
+            store: opened.store,
+            store_notice: opened.notice,
+        })
     }
 
     pub fn store(&self) -> &dyn TokenStore {
@@ -55,8 +59,14 @@ impl Broker {
 
     /// A record whose access token stays valid for `min_valid` (or half its lifetime),
     /// refreshing first if needed.
-    pub fn access_token(&self, account: &Account, min_valid: Duration) -> Result<(TokenRecord, Source)> {
-        let rec = self.load(account)?.ok_or_else(|| not_logged_in(account, &*self.store))?;
+    pub fn access_token(
+        &self,
+        account: &Account,
+        min_valid: Duration,
+    ) -> Result<(TokenRecord, Source)> {
+        let rec = self
+            .load(account)?
+            .ok_or_else(|| not_logged_in(account, &*self.store))?;
         if rec.usable_access_token(record::now(), min_valid).is_some() {
             return Ok((rec, Source::Cache));
         }
@@ -65,7 +75,9 @@ impl Broker {
         }
         let _guard = lock::acquire(&account.name, self.lock_timeout())?;
         // Whoever held the lock before us may have refreshed already.
-        let rec = self.load(account)?.ok_or_else(|| not_logged_in(account, &*self.store))?;
+        let rec = self
+            .load(account)?
+            .ok_or_else(|| not_logged_in(account, &*self.store))?;
         if rec.usable_access_token(record::now(), min_valid).is_some() {
             return Ok((rec, Source::Peer));
         }
@@ -75,7 +87,9 @@ impl Broker {
 
     /// Refreshes `rec` (the caller holds the account lock) and stores the result.
     fn refresh_locked(&self, account: &Account, mut rec: TokenRecord) -> Result<TokenRecord> {
-        let Some(rt) = rec.refresh_token.clone() else { return Err(no_refresh_token(account)) };
+        let Some(rt) = rec.refresh_token.clone() else {
+            return Err(no_refresh_token(account));
+        };
         let result = runtime()?.block_on(async {
             let client = OAuthClient::new(account, self.config.timeout)?;
             client.refresh(&rt).await
@@ -91,8 +105,16 @@ impl Broker {
                 Ok(rec)
             }
             Err(e) => {
-                let kind = if e.code == crate::error::ExitCode::NoPerm { "invalid_grant" } else { "temporary" };
-                rec.last_error = Some(LastError { at: record::now(), kind: kind.into(), message: e.message.clone() });
+                let kind = if e.code == crate::error::ExitCode::NoPerm {
+                    "invalid_grant"
+                } else {
+                    "temporary"
+                };
+                rec.last_error = Some(LastError {
+                    at: record::now(),
+                    kind: kind.into(),
+                    message: e.message.clone(),
+                });
                 // Best effort: the refresh error is what the user needs to see, and the
                 // stored tokens are untouched but for this note.
                 let _ = self.store.save(&account.name, &rec);
@@ -103,7 +125,11 @@ impl Broker {
 
     /// Stores what a login obtained, keeping a previous refresh token when the provider
     /// sent none this time (Google does so when consent was not prompted).
-    pub fn save_login(&self, account: &Account, grant: TokenGrant) -> Result<(TokenRecord, LoginNotes)> {
+    pub fn save_login(
+        &self,
+        account: &Account,
+        grant: TokenGrant,
+    ) -> Result<(TokenRecord, LoginNotes)> {
         let _guard = lock::acquire(&account.name, self.lock_timeout())?;
         let old = self.load(account).ok().flatten();
         let got_refresh_token = grant.refresh_token.is_some();
@@ -114,22 +140,30 @@ impl Broker {
             rec.scopes = requested;
         }
         let mut kept_old_refresh_token = false;
-        if rec.refresh_token.is_none() {
-            if let Some(old_rt) = old.and_then(|o| o.refresh_token) {
-                rec.refresh_token = Some(old_rt);
-                kept_old_refresh_token = true;
-            }
+        if rec.refresh_token.is_none()
+            && let Some(old_rt) = old.and_then(|o| o.refresh_token)
+        {
+            rec.refresh_token = Some(old_rt);
+            kept_old_refresh_token = true;
         }
         rec.logged_in_at = record::now();
         self.store.save(&account.name, &rec)?;
-        Ok((rec, LoginNotes { got_refresh_token, kept_old_refresh_token }))
+        Ok((
+            rec,
+            LoginNotes {
+                got_refresh_token,
+                kept_old_refresh_token,
+            },
+        ))
     }
 
     /// Revokes the refresh token at the provider (when it has an endpoint) and forgets
     /// the account. Returns whether anything was stored, and a revocation warning.
     pub fn logout(&self, account: &Account) -> Result<(bool, Option<Error>)> {
         let _guard = lock::acquire(&account.name, self.lock_timeout())?;
-        let Some(rec) = self.load(account)? else { return Ok((false, None)) };
+        let Some(rec) = self.load(account)? else {
+            return Ok((false, None));
+        };
         let mut warning = None;
         if account.oauth.revoke_url.is_some() {
             let target = match (&rec.refresh_token, &rec.access_token) {
@@ -139,7 +173,9 @@ impl Broker {
             };
             if let Some((token, hint)) = target {
                 let r = runtime()?.block_on(async {
-                    OAuthClient::new(account, self.config.timeout)?.revoke(&token, hint).await
+                    OAuthClient::new(account, self.config.timeout)?
+                        .revoke(&token, hint)
+                        .await
                 });
                 warning = r.err();
             }
@@ -179,8 +215,15 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn not_logged_in(account: &Account, store: &dyn TokenStore) -> Error {
-    Error::noperm(format!("no token for {} in the {} yet", account.name, store.describe()))
-        .with_remedy(format!("Run `mailtoken login {}` once to log in.", account.name))
+    Error::noperm(format!(
+        "no token for {} in the {} yet",
+        account.name,
+        store.describe()
+    ))
+    .with_remedy(format!(
+        "Run `mailtoken login {}` once to log in.",
+        account.name
+    ))
 }
 
 fn no_refresh_token(account: &Account) -> Error {

@@ -17,17 +17,37 @@ use zeroize::Zeroizing;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Token { account, format, min_valid, for_proto } => {
+        Command::Token {
+            account,
+            format,
+            min_valid,
+            for_proto,
+        } => {
             let broker = open_broker(false)?;
             let acct = broker.account(&account)?;
             let (rec, _) = broker.access_token(acct, min_valid)?;
             let out = render(format, acct, &rec, for_proto)?;
             print_stdout(&out)
         }
-        Command::Login { account, no_browser, port, paste, timeout } => {
+        Command::Login {
+            account,
+            no_browser,
+            port,
+            paste,
+            timeout,
+        } => {
             let broker = open_broker(true)?;
             let acct = broker.account(&account)?;
-            login(&broker, acct, &LoginOptions { open_browser: !no_browser, port, paste, timeout })
+            login(
+                &broker,
+                acct,
+                &LoginOptions {
+                    open_browser: !no_browser,
+                    port,
+                    paste,
+                    timeout,
+                },
+            )
         }
         Command::Logout { account } => {
             let broker = open_broker(true)?;
@@ -37,7 +57,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 eprintln!("Warning: could not revoke the token at the provider: {w}");
             }
             if existed {
-                eprintln!("Forgot the tokens of {account} (from the {}).", broker.store().describe());
+                eprintln!(
+                    "Forgot the tokens of {account} (from the {}).",
+                    broker.store().describe()
+                );
             } else {
                 eprintln!("Nothing was stored for {account}.");
             }
@@ -56,11 +79,15 @@ pub fn run(cli: Cli) -> Result<()> {
                 rows.push(status_row(a, rec, now, &broker.store().describe()));
             }
             let text = if json {
-                serde_json::to_string_pretty(&rows).map_err(|e| Error::software(e.to_string()))? + "\n"
+                serde_json::to_string_pretty(&rows).map_err(|e| Error::software(e.to_string()))?
+                    + "\n"
             } else if rows.is_empty() {
                 format!("No accounts in {}.\n", broker.config.path.display())
             } else {
-                rows.iter().map(render_status).collect::<Vec<_>>().join("\n")
+                rows.iter()
+                    .map(render_status)
+                    .collect::<Vec<_>>()
+                    .join("\n")
             };
             print_stdout(&text)
         }
@@ -68,7 +95,10 @@ pub fn run(cli: Cli) -> Result<()> {
             None => list_providers(),
             Some(n) => {
                 let p = providers::find(&n).ok_or_else(|| {
-                    Error::usage(format!("no provider preset `{n}`; known: {}", providers::names()))
+                    Error::usage(format!(
+                        "no provider preset `{n}`; known: {}",
+                        providers::names()
+                    ))
                 })?;
                 describe_provider(p)
             }
@@ -92,10 +122,8 @@ fn open_broker(show_notice: bool) -> Result<Broker> {
     let broker = Broker::open(Config::load_default()?)?;
     // Not for `token`: a password command's stderr lands in the mail program's screen
     // on every connection. `status` shows the store in use instead.
-    if show_notice {
-        if let Some(n) = &broker.store_notice {
-            eprintln!("mailtoken: {n}");
-        }
+    if show_notice && let Some(n) = &broker.store_notice {
+        eprintln!("mailtoken: {n}");
     }
     Ok(broker)
 }
@@ -108,8 +136,16 @@ fn print_stdout(s: &str) -> Result<()> {
 }
 
 /// The credential in the form the caller asked for, with a trailing newline.
-pub fn render(format: Format, account: &Account, rec: &TokenRecord, for_proto: ForProto) -> Result<Zeroizing<String>> {
-    let token = rec.access_token.as_ref().ok_or_else(|| Error::software("no access token to print"))?;
+pub fn render(
+    format: Format,
+    account: &Account,
+    rec: &TokenRecord,
+    for_proto: ForProto,
+) -> Result<Zeroizing<String>> {
+    let token = rec
+        .access_token
+        .as_ref()
+        .ok_or_else(|| Error::software("no access token to print"))?;
     let t = token.expose();
     let s = match format {
         Format::Raw => Zeroizing::new(t.to_owned()),
@@ -121,7 +157,12 @@ pub fn render(format: Format, account: &Account, rec: &TokenRecord, for_proto: F
                 ForProto::Smtp => Proto::Smtp,
             };
             let server = account.server(proto);
-            sasl::oauthbearer(&account.user, server.map(|s| &*s.host), server.map(|s| s.port), t)
+            sasl::oauthbearer(
+                &account.user,
+                server.map(|s| &*s.host),
+                server.map(|s| s.port),
+                t,
+            )
         }
         Format::Json => Zeroizing::new(
             serde_json::json!({
@@ -198,7 +239,9 @@ fn status_row(a: &Account, rec: Result<Option<TokenRecord>>, now: u64, store: &s
             row.has_refresh_token = r.refresh_token.is_some();
             row.logged_in_at = (r.logged_in_at > 0).then_some(r.logged_in_at);
             row.refreshed_at = r.refreshed_at;
-            row.last_error = r.last_error.map(|e| format!("{} ({})", e.message, time(e.at)));
+            row.last_error = r
+                .last_error
+                .map(|e| format!("{} ({})", e.message, time(e.at)));
         }
     }
     row
@@ -222,18 +265,30 @@ fn render_status(r: &StatusRow) -> String {
             "valid for {} (until {}){}",
             humantime::format_duration(Duration::from_secs(left as u64)),
             time(r.expires_at.unwrap_or(0)),
-            if r.expiry_assumed { ", expiry assumed: the provider sent no expires_in" } else { "" }
+            if r.expiry_assumed {
+                ", expiry assumed: the provider sent no expires_in"
+            } else {
+                ""
+            }
         ),
         _ => format!(
             "expired{}",
-            if r.has_refresh_token { "; the next `token` call refreshes it" } else { "" }
+            if r.has_refresh_token {
+                "; the next `token` call refreshes it"
+            } else {
+                ""
+            }
         ),
     };
     s += &format!("  access token:  {token}\n");
     if r.state != "none" && r.state != "error" {
         s += &format!(
             "  refresh token: {}\n",
-            if r.has_refresh_token { "stored" } else { "none (the provider issued none; log in again when the access token expires)" }
+            if r.has_refresh_token {
+                "stored"
+            } else {
+                "none (the provider issued none; log in again when the access token expires)"
+            }
         );
     }
     if let Some(t) = r.logged_in_at {
@@ -243,7 +298,10 @@ fn render_status(r: &StatusRow) -> String {
         s += &format!("  last refresh:  {}\n", time(t));
     }
     if let Some(e) = &r.last_error {
-        s += &format!("  last error:    {}\n", e.replace('\n', "\n                 "));
+        s += &format!(
+            "  last error:    {}\n",
+            e.replace('\n', "\n                 ")
+        );
     }
     if r.state == "needs_login" {
         s += &format!("  action:        run `mailtoken login {}`\n", r.account);
@@ -271,7 +329,10 @@ fn server_line(label: &str, s: &Server) -> String {
 
 fn describe_provider(p: &providers::Provider) -> String {
     let mut s = format!("{} ({})\n", p.name, p.title);
-    s += &format!("  authorization  {}\n  token          {}\n", p.auth_url, p.token_url);
+    s += &format!(
+        "  authorization  {}\n  token          {}\n",
+        p.auth_url, p.token_url
+    );
     if let Some(u) = p.device_url {
         s += &format!("  device         {u}\n");
     }
@@ -280,7 +341,11 @@ fn describe_provider(p: &providers::Provider) -> String {
     }
     s += &format!("  scopes         {}\n", p.scopes.join(" "));
     if !p.auth_params.is_empty() {
-        let params: Vec<String> = p.auth_params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let params: Vec<String> = p
+            .auth_params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         s += &format!("  auth params    {}\n", params.join(" "));
     }
     s += &format!("  redirect       http://{}:PORT/\n", p.redirect_host);
@@ -317,21 +382,39 @@ mod tests {
     }
 
     fn rec() -> TokenRecord {
-        TokenRecord { access_token: Some(Secret::new("TOK")), expires_at: Some(2000), obtained_at: 1000, ..Default::default() }
+        TokenRecord {
+            access_token: Some(Secret::new("TOK")),
+            expires_at: Some(2000),
+            obtained_at: 1000,
+            ..Default::default()
+        }
     }
 
     #[test]
     fn render_formats() {
         let a = account();
         let r = rec();
-        assert_eq!(render(Format::Raw, &a, &r, ForProto::Imap).unwrap().as_str(), "TOK\n");
+        assert_eq!(
+            render(Format::Raw, &a, &r, ForProto::Imap)
+                .unwrap()
+                .as_str(),
+            "TOK\n"
+        );
         let x = render(Format::Xoauth2, &a, &r, ForProto::Imap).unwrap();
-        let raw = base64::engine::general_purpose::STANDARD.decode(x.trim()).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(x.trim())
+            .unwrap();
         assert_eq!(raw, b"user=a@gmail.com\x01auth=Bearer TOK\x01\x01");
         let o = render(Format::Oauthbearer, &a, &r, ForProto::Smtp).unwrap();
-        let raw = base64::engine::general_purpose::STANDARD.decode(o.trim()).unwrap();
-        assert_eq!(raw, b"n,a=a@gmail.com,\x01host=smtp.gmail.com\x01port=465\x01auth=Bearer TOK\x01\x01");
-        let j: serde_json::Value = serde_json::from_str(&render(Format::Json, &a, &r, ForProto::Imap).unwrap()).unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(o.trim())
+            .unwrap();
+        assert_eq!(
+            raw,
+            b"n,a=a@gmail.com,\x01host=smtp.gmail.com\x01port=465\x01auth=Bearer TOK\x01\x01"
+        );
+        let j: serde_json::Value =
+            serde_json::from_str(&render(Format::Json, &a, &r, ForProto::Imap).unwrap()).unwrap();
         assert_eq!(j["access_token"], "TOK");
         assert_eq!(j["expires_at"], 2000);
         assert_eq!(j["user"], "a@gmail.com");
@@ -344,8 +427,16 @@ mod tests {
         r.expiry_assumed = true;
         let row = status_row(&a, Ok(Some(r.clone())), 1500, "file x");
         assert_eq!(row.state, "valid");
-        assert!(render_status(&row).contains("expiry assumed"), "{}", render_status(&row));
-        r.last_error = Some(record::LastError { at: 1600, kind: "invalid_grant".into(), message: "rejected".into() });
+        assert!(
+            render_status(&row).contains("expiry assumed"),
+            "{}",
+            render_status(&row)
+        );
+        r.last_error = Some(record::LastError {
+            at: 1600,
+            kind: "invalid_grant".into(),
+            message: "rejected".into(),
+        });
         let row = status_row(&a, Ok(Some(r)), 1700, "file x");
         assert_eq!(row.state, "needs_login");
         assert!(render_status(&row).contains("run `mailtoken login a`"));
@@ -358,6 +449,10 @@ mod tests {
         let l = list_providers();
         assert!(l.contains("google") && l.contains("microsoft"));
         let g = describe_provider(&providers::GOOGLE);
-        assert!(g.contains("imap.gmail.com:993 (implicit TLS)") && g.contains("smtp.gmail.com:587 (STARTTLS)"), "{g}");
+        assert!(
+            g.contains("imap.gmail.com:993 (implicit TLS)")
+                && g.contains("smtp.gmail.com:587 (STARTTLS)"),
+            "{g}"
+        );
     }
 }

@@ -180,7 +180,10 @@ impl Config {
                     )));
             }
             Err(e) => {
-                return Err(Error::config(format!("cannot read {}: {e}", path.display())));
+                return Err(Error::config(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
             }
         };
         Self::parse(path, &text)
@@ -201,26 +204,40 @@ impl Config {
             let account = resolve(&src, &name, acct)?;
             accounts.insert(account.name.clone(), account);
         }
-        Ok(Config { path: path.to_owned(), accounts, store: raw.store, timeout })
+        Ok(Config {
+            path: path.to_owned(),
+            accounts,
+            store: raw.store,
+            timeout,
+        })
     }
 
     /// The named account, or an error that lists the ones there are.
     pub fn account(&self, name: &str) -> Result<&Account> {
         self.accounts.get(name).ok_or_else(|| {
             let known: Vec<&str> = self.accounts.keys().map(String::as_str).collect();
-            let list = if known.is_empty() { "none".to_owned() } else { known.join(", ") };
+            let list = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
             Error::config(format!(
                 "no account `{name}` in {} (accounts: {list})",
                 self.path.display()
             ))
-            .with_remedy(format!("Add an [accounts.{name}] table, or use one of those names."))
+            .with_remedy(format!(
+                "Add an [accounts.{name}] table, or use one of those names."
+            ))
         })
     }
 }
 
 fn remedy_for_toml_error(msg: &str) -> Option<String> {
     if msg.contains("unknown field") {
-        Some("Check the spelling; `mailtoken providers NAME` and the README list the valid keys.".into())
+        Some(
+            "Check the spelling; `mailtoken providers NAME` and the README list the valid keys."
+                .into(),
+        )
     } else if msg.contains("invalid string") || msg.contains("expected") {
         Some("Strings need double quotes, e.g. user = \"alice@gmail.com\".".into())
     } else {
@@ -230,15 +247,21 @@ fn remedy_for_toml_error(msg: &str) -> Option<String> {
 
 fn parse_duration(src: &Source, s: &Spanned<String>) -> Result<Duration> {
     humantime::parse_duration(s.get_ref()).map_err(|e| {
-        src.error(Some(s.span()), &format!("`{}` is not a duration: {e}", s.get_ref()), Some(
-            "Write durations like \"30s\", \"5m\" or \"1h\".".into(),
-        ))
+        src.error(
+            Some(s.span()),
+            &format!("`{}` is not a duration: {e}", s.get_ref()),
+            Some("Write durations like \"30s\", \"5m\" or \"1h\".".into()),
+        )
     })
 }
 
 fn parse_url(src: &Source, s: &Spanned<String>, key: &str) -> Result<Url> {
     let url = Url::parse(s.get_ref()).map_err(|e| {
-        src.error(Some(s.span()), &format!("{key} `{}` is not a URL: {e}", s.get_ref()), None)
+        src.error(
+            Some(s.span()),
+            &format!("{key} `{}` is not a URL: {e}", s.get_ref()),
+            None,
+        )
     })?;
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
@@ -253,7 +276,9 @@ fn parse_url(src: &Source, s: &Spanned<String>, key: &str) -> Result<Url> {
 
 fn valid_account_name(name: &str) -> bool {
     !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
 }
 
 fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> Result<Account> {
@@ -289,7 +314,10 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
         )
     };
     let user = a.user.clone().ok_or_else(|| {
-        missing("user", "Add user = \"you@example.com\": the mail address the servers know you by.")
+        missing(
+            "user",
+            "Add user = \"you@example.com\": the mail address the servers know you by.",
+        )
     })?;
     let client_id = a.client_id.clone().ok_or_else(|| {
         missing(
@@ -304,7 +332,10 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
             Some("Keep one of them.".into()),
         ));
     }
-    let tenant = a.tenant.clone().or_else(|| provider.and_then(|p| p.default_tenant.map(str::to_owned)));
+    let tenant = a
+        .tenant
+        .clone()
+        .or_else(|| provider.and_then(|p| p.default_tenant.map(str::to_owned)));
     if a.tenant.is_some() && provider.is_none_or(|p| p.default_tenant.is_none()) {
         return Err(src.error(
             Some(span),
@@ -312,30 +343,57 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
             None,
         ));
     }
-    let from_preset = |key: &str, own: &Option<Spanned<String>>, preset: Option<&str>| -> Result<Option<Url>> {
-        if let Some(s) = own {
-            return parse_url(src, s, key).map(Some);
-        }
-        Ok(preset.map(|u| {
-            let u = u.replace("{tenant}", tenant.as_deref().unwrap_or("common"));
-            Url::parse(&u).expect("preset URLs are valid")
-        }))
-    };
-    let auth_url = from_preset("auth_url", &a.auth_url, provider.map(|p| p.auth_url))?
-        .ok_or_else(|| missing("auth_url", "Set auth_url and token_url, or a provider preset such as provider = \"google\"."))?;
+    let from_preset =
+        |key: &str, own: &Option<Spanned<String>>, preset: Option<&str>| -> Result<Option<Url>> {
+            if let Some(s) = own {
+                return parse_url(src, s, key).map(Some);
+            }
+            Ok(preset.map(|u| {
+                let u = u.replace("{tenant}", tenant.as_deref().unwrap_or("common"));
+                Url::parse(&u).expect("preset URLs are valid")
+            }))
+        };
+    let auth_url =
+        from_preset("auth_url", &a.auth_url, provider.map(|p| p.auth_url))?.ok_or_else(|| {
+            missing(
+                "auth_url",
+                "Set auth_url and token_url, or a provider preset such as provider = \"google\".",
+            )
+        })?;
     let token_url = from_preset("token_url", &a.token_url, provider.map(|p| p.token_url))?
-        .ok_or_else(|| missing("token_url", "Set token_url: the provider's OAuth 2.0 token endpoint."))?;
-    let device_url = from_preset("device_url", &a.device_url, provider.and_then(|p| p.device_url))?;
-    let revoke_url = from_preset("revoke_url", &a.revoke_url, provider.and_then(|p| p.revoke_url))?;
+        .ok_or_else(|| {
+            missing(
+                "token_url",
+                "Set token_url: the provider's OAuth 2.0 token endpoint.",
+            )
+        })?;
+    let device_url = from_preset(
+        "device_url",
+        &a.device_url,
+        provider.and_then(|p| p.device_url),
+    )?;
+    let revoke_url = from_preset(
+        "revoke_url",
+        &a.revoke_url,
+        provider.and_then(|p| p.revoke_url),
+    )?;
     let scopes = match (&a.scopes, provider) {
         (Some(s), _) => s.clone(),
         (None, Some(p)) => p.scopes.iter().map(|s| (*s).to_owned()).collect(),
         (None, None) => {
-            return Err(missing("scopes", "Set scopes = [...]: the scopes that give IMAP/SMTP access, plus offline_access where the provider wants it for a refresh token."));
+            return Err(missing(
+                "scopes",
+                "Set scopes = [...]: the scopes that give IMAP/SMTP access, plus offline_access where the provider wants it for a refresh token.",
+            ));
         }
     };
     let mut auth_params: Vec<(String, String)> = provider
-        .map(|p| p.auth_params.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect())
+        .map(|p| {
+            p.auth_params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        })
         .unwrap_or_default();
     for (k, v) in &a.auth_params {
         auth_params.retain(|(pk, _)| pk != k);
@@ -352,7 +410,9 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
         ));
     }
     let redirect_host = match &a.redirect_host {
-        Some(h) if ["127.0.0.1", "localhost", "[::1]"].contains(&h.get_ref().as_str()) => h.get_ref().clone(),
+        Some(h) if ["127.0.0.1", "localhost", "[::1]"].contains(&h.get_ref().as_str()) => {
+            h.get_ref().clone()
+        }
         Some(h) => {
             return Err(src.error(
                 Some(h.span()),
@@ -369,22 +429,29 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
         }
         None => "/".to_owned(),
     };
-    let server = |own: &Option<RawServer>, preset: Option<&Server>, proto: &str| -> Result<Option<Server>> {
-        let Some(s) = own else { return Ok(preset.cloned()) };
-        let tls = s.tls.unwrap_or(match s.port {
-            Some(143 | 110 | 587 | 25) => Tls::Starttls,
-            _ => Tls::Implicit,
-        });
-        let port = s.port.unwrap_or(match (proto, tls) {
-            ("imap", Tls::Implicit) => 993,
-            ("imap", Tls::Starttls) => 143,
-            ("pop", Tls::Implicit) => 995,
-            ("pop", Tls::Starttls) => 110,
-            (_, Tls::Implicit) => 465,
-            (_, Tls::Starttls) => 587,
-        });
-        Ok(Some(Server { host: Cow::Owned(s.host.clone()), port, tls }))
-    };
+    let server =
+        |own: &Option<RawServer>, preset: Option<&Server>, proto: &str| -> Result<Option<Server>> {
+            let Some(s) = own else {
+                return Ok(preset.cloned());
+            };
+            let tls = s.tls.unwrap_or(match s.port {
+                Some(143 | 110 | 587 | 25) => Tls::Starttls,
+                _ => Tls::Implicit,
+            });
+            let port = s.port.unwrap_or(match (proto, tls) {
+                ("imap", Tls::Implicit) => 993,
+                ("imap", Tls::Starttls) => 143,
+                ("pop", Tls::Implicit) => 995,
+                ("pop", Tls::Starttls) => 110,
+                (_, Tls::Implicit) => 465,
+                (_, Tls::Starttls) => 587,
+            });
+            Ok(Some(Server {
+                host: Cow::Owned(s.host.clone()),
+                port,
+                tls,
+            }))
+        };
     Ok(Account {
         imap: server(&a.imap, provider.and_then(|p| p.imap.as_ref()), "imap")?,
         pop: server(&a.pop, provider.and_then(|p| p.pop.as_ref()), "pop")?,
@@ -412,7 +479,7 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
 /// `~/x` means `$HOME/x`, as in every other mail program's config.
 pub fn expand_home(p: &Path) -> PathBuf {
     match (p.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        (Ok(rest), Some(home)) if !home.is_empty() => PathBuf::from(home).join(rest),
         _ => p.to_owned(),
     }
 }
@@ -450,10 +517,21 @@ client_secret = "GOCSPX-abc"
     fn google_preset_fills_endpoints_scopes_and_servers() {
         let c = parse(GOOGLE).unwrap();
         let a = c.account("alice").unwrap();
-        assert_eq!(a.oauth.token_url.as_str(), "https://oauth2.googleapis.com/token");
+        assert_eq!(
+            a.oauth.token_url.as_str(),
+            "https://oauth2.googleapis.com/token"
+        );
         assert_eq!(a.oauth.scopes, vec!["https://mail.google.com/"]);
-        assert!(a.oauth.auth_params.contains(&("access_type".into(), "offline".into())));
-        assert!(a.oauth.auth_params.contains(&("prompt".into(), "consent".into())));
+        assert!(
+            a.oauth
+                .auth_params
+                .contains(&("access_type".into(), "offline".into()))
+        );
+        assert!(
+            a.oauth
+                .auth_params
+                .contains(&("prompt".into(), "consent".into()))
+        );
         assert_eq!(a.imap.as_ref().unwrap().host, "imap.gmail.com");
         assert_eq!(a.smtp.as_ref().unwrap().port, 465);
         assert_eq!(a.oauth.redirect_host, "127.0.0.1");
@@ -478,8 +556,18 @@ client_secret = "GOCSPX-abc"
 
     #[test]
     fn microsoft_tenant_defaults_to_common() {
-        let c = parse("[accounts.w]\nprovider = \"microsoft\"\nuser = \"b@c.com\"\nclient_id = \"x\"\n").unwrap();
-        assert!(c.account("w").unwrap().oauth.token_url.as_str().contains("/common/"));
+        let c = parse(
+            "[accounts.w]\nprovider = \"microsoft\"\nuser = \"b@c.com\"\nclient_id = \"x\"\n",
+        )
+        .unwrap();
+        assert!(
+            c.account("w")
+                .unwrap()
+                .oauth
+                .token_url
+                .as_str()
+                .contains("/common/")
+        );
     }
 
     #[test]
@@ -501,17 +589,30 @@ pop = { host = "mail.example.org", port = 1995, tls = "starttls" }
         .unwrap();
         let a = c.account("lab").unwrap();
         assert_eq!(c.timeout, Duration::from_secs(5));
-        assert_eq!(a.imap, Some(Server { host: "mail.example.org".into(), port: 993, tls: Tls::Implicit }));
+        assert_eq!(
+            a.imap,
+            Some(Server {
+                host: "mail.example.org".into(),
+                port: 993,
+                tls: Tls::Implicit
+            })
+        );
         assert_eq!(a.smtp.as_ref().unwrap().tls, Tls::Starttls);
         assert_eq!(a.pop.as_ref().unwrap().port, 1995);
-        assert_eq!(a.oauth.auth_params, vec![("prompt".to_owned(), "consent".to_owned())]);
+        assert_eq!(
+            a.oauth.auth_params,
+            vec![("prompt".to_owned(), "consent".to_owned())]
+        );
         assert!(a.provider.is_none());
     }
 
     #[test]
     fn syntax_error_names_file_line_and_column() {
         let e = err("[accounts.alice]\nuser = alice@gmail.com\n");
-        assert!(e.starts_with("/home/a/.config/mailtoken/config.toml:2:8: "), "{e}");
+        assert!(
+            e.starts_with("/home/a/.config/mailtoken/config.toml:2:8: "),
+            "{e}"
+        );
         assert!(e.contains("double quotes"), "{e}");
     }
 
@@ -525,14 +626,20 @@ pop = { host = "mail.example.org", port = 1995, tls = "starttls" }
     #[test]
     fn unknown_provider_lists_the_known_ones() {
         let e = err(&GOOGLE.replace("\"google\"", "\"gmial\""));
-        assert!(e.contains("config.toml:3:12: unknown provider `gmial`"), "{e}");
+        assert!(
+            e.contains("config.toml:3:12: unknown provider `gmial`"),
+            "{e}"
+        );
         assert!(e.contains("google, microsoft"), "{e}");
     }
 
     #[test]
     fn missing_user_points_at_the_account() {
         let e = err("[accounts.x]\nprovider = \"microsoft\"\nclient_id = \"c\"\n");
-        assert!(e.contains("config.toml:1:1: account `x` has no `user`"), "{e}");
+        assert!(
+            e.contains("config.toml:1:1: account `x` has no `user`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -546,20 +653,30 @@ pop = { host = "mail.example.org", port = 1995, tls = "starttls" }
     fn custom_account_needs_endpoints_and_scopes() {
         let e = err("[accounts.x]\nuser = \"u\"\nclient_id = \"c\"\n");
         assert!(e.contains("has no `auth_url`"), "{e}");
-        let e = err("[accounts.x]\nuser = \"u\"\nclient_id = \"c\"\nauth_url = \"https://a/\"\ntoken_url = \"https://a/t\"\n");
+        let e = err(
+            "[accounts.x]\nuser = \"u\"\nclient_id = \"c\"\nauth_url = \"https://a/\"\ntoken_url = \"https://a/t\"\n",
+        );
         assert!(e.contains("has no `scopes`"), "{e}");
     }
 
     #[test]
     fn plain_http_endpoint_off_loopback_is_refused() {
-        let e = err("[accounts.x]\nuser = \"u\"\nclient_id = \"c\"\nauth_url = \"http://id.example/a\"\n");
-        assert!(e.contains("config.toml:4:12: auth_url must use https"), "{e}");
+        let e = err(
+            "[accounts.x]\nuser = \"u\"\nclient_id = \"c\"\nauth_url = \"http://id.example/a\"\n",
+        );
+        assert!(
+            e.contains("config.toml:4:12: auth_url must use https"),
+            "{e}"
+        );
     }
 
     #[test]
     fn bad_duration_and_bad_redirect_host() {
         let e = err("timeout = \"soon\"\n");
-        assert!(e.contains("config.toml:1:11: `soon` is not a duration"), "{e}");
+        assert!(
+            e.contains("config.toml:1:11: `soon` is not a duration"),
+            "{e}"
+        );
         let e = err(&format!("{GOOGLE}redirect_host = \"example.com\"\n"));
         assert!(e.contains("not a loopback name"), "{e}");
     }
@@ -574,7 +691,10 @@ pop = { host = "mail.example.org", port = 1995, tls = "starttls" }
     fn unknown_account_lists_known_ones() {
         let c = parse(GOOGLE).unwrap();
         let e = c.account("bob").unwrap_err().to_string();
-        assert!(e.contains("no account `bob`") && e.contains("accounts: alice"), "{e}");
+        assert!(
+            e.contains("no account `bob`") && e.contains("accounts: alice"),
+            "{e}"
+        );
     }
 
     #[test]

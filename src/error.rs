@@ -38,7 +38,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn new(code: ExitCode, message: impl Into<String>) -> Self {
-        Error { code, message: message.into(), remedy: None }
+        Error {
+            code,
+            message: message.into(),
+            remedy: None,
+        }
     }
     pub fn with_remedy(mut self, remedy: impl Into<String>) -> Self {
         self.remedy = Some(remedy.into());

@@ -59,7 +59,9 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
     })?;
     let code = match callback {
         Callback::Code(c) => c,
-        Callback::Denied { error, description } => return Err(denied(account, &error, description.as_deref())),
+        Callback::Denied { error, description } => {
+            return Err(denied(account, &error, description.as_deref()));
+        }
     };
     let grant = rt.block_on(client.exchange_code(code, verifier, &redirect_uri))?;
     let (rec, notes) = broker.save_login(account, grant)?;
@@ -69,12 +71,18 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
         account.name,
         account.user,
         humantime::format_duration(Duration::from_secs(life)),
-        if rec.expiry_assumed { " (assumed: the provider did not say)" } else { "" },
+        if rec.expiry_assumed {
+            " (assumed: the provider did not say)"
+        } else {
+            ""
+        },
         broker.store().describe()
     );
     if !notes.got_refresh_token {
         if notes.kept_old_refresh_token {
-            eprintln!("Note: the provider sent no new refresh token; the one from the previous login is kept.");
+            eprintln!(
+                "Note: the provider sent no new refresh token; the one from the previous login is kept."
+            );
         } else {
             eprintln!(
                 "Warning: the provider issued no refresh token, so mailtoken cannot renew access by itself: \
@@ -95,7 +103,11 @@ fn denied(account: &Account, error: &str, description: Option<&str>) -> Error {
         }
         _ => format!("Run `mailtoken login {}` again; if it keeps failing, the provider's words above say why.", account.name),
     };
-    Error::noperm(format!("the provider refused the login of {}: {error}{words}", account.name)).with_remedy(remedy)
+    Error::noperm(format!(
+        "the provider refused the login of {}: {error}{words}",
+        account.name
+    ))
+    .with_remedy(remedy)
 }
 
 /// A port that is free now, for the redirect URI of a pasted login (nothing listens).
@@ -103,7 +115,9 @@ async fn free_port() -> Result<u16> {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|e| Error::unavailable(format!("cannot pick a loopback port: {e}")))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| Error::software(e.to_string()))
+    l.local_addr()
+        .map(|a| a.port())
+        .map_err(|e| Error::software(e.to_string()))
 }
 
 fn read_pasted(redirect_uri: &Url, state: &str) -> Result<Callback> {
@@ -120,11 +134,13 @@ fn read_pasted(redirect_uri: &Url, state: &str) -> Result<Callback> {
 /// Validates a pasted redirect URL exactly as the listener validates a request.
 pub fn check_pasted(pasted: &str, redirect_uri: &Url, state: &str) -> Result<Callback> {
     if pasted.is_empty() {
-        return Err(Error::data("nothing was pasted").with_remedy("Run the login again and paste the address the browser was sent to."));
+        return Err(Error::data("nothing was pasted")
+            .with_remedy("Run the login again and paste the address the browser was sent to."));
     }
     let url = Url::parse(pasted).map_err(|e| {
-        Error::data(format!("the pasted text is not a URL ({e})"))
-            .with_remedy(format!("Paste the whole address from the browser's address bar; it starts with {redirect_uri}"))
+        Error::data(format!("the pasted text is not a URL ({e})")).with_remedy(format!(
+            "Paste the whole address from the browser's address bar; it starts with {redirect_uri}"
+        ))
     })?;
     let same_place = url.scheme() == redirect_uri.scheme()
         && url.host_str() == redirect_uri.host_str()
@@ -161,7 +177,10 @@ mod tests {
             ("", "nothing was pasted"),
             ("not a url", "not a URL"),
             ("http://127.0.0.1:9999/?code=C&state=S", "does not lead to"),
-            ("https://accounts.google.com/o/oauth2/v2/auth?state=S", "does not lead to"),
+            (
+                "https://accounts.google.com/o/oauth2/v2/auth?state=S",
+                "does not lead to",
+            ),
             ("http://127.0.0.1:4321/?code=C&state=T", "does not match"),
         ] {
             let e = check_pasted(text, &uri(), "S").unwrap_err();

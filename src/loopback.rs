@@ -18,7 +18,10 @@ use url::Url;
 pub enum Callback {
     Code(String),
     /// RFC 6749 §4.1.2.1: `error` (e.g. `access_denied`) and its description.
-    Denied { error: String, description: Option<String> },
+    Denied {
+        error: String,
+        description: Option<String>,
+    },
 }
 
 /// Why a redirect was not accepted.
@@ -32,8 +35,12 @@ pub enum Refusal {
 impl Refusal {
     pub fn explain(&self) -> &'static str {
         match self {
-            Refusal::MissingState => "the redirect carries no `state`, so it cannot be from the login mailtoken started",
-            Refusal::WrongState => "the redirect's `state` does not match the login mailtoken started (an old tab, or a forged request)",
+            Refusal::MissingState => {
+                "the redirect carries no `state`, so it cannot be from the login mailtoken started"
+            }
+            Refusal::WrongState => {
+                "the redirect's `state` does not match the login mailtoken started (an old tab, or a forged request)"
+            }
             Refusal::NoCode => "the redirect carries neither a `code` nor an `error`",
         }
     }
@@ -85,18 +92,37 @@ impl LoopbackListener {
     /// Binds `port` (0 = any free one) on 127.0.0.1, and on [::1] with the same port
     /// when the machine has IPv6 loopback: a browser may resolve `localhost` either way.
     pub async fn bind(redirect_host: &str, path: &str, port: u16) -> Result<Self> {
-        let (first, second) = if redirect_host == "[::1]" { ("[::1]", "127.0.0.1") } else { ("127.0.0.1", "[::1]") };
-        let v4 = TcpListener::bind(format!("{first}:{port}")).await.map_err(|e| {
-            Error::unavailable(format!("cannot listen on {first}:{port} for the login redirect: {e}"))
-                .with_remedy(if port == 0 { "Check that loopback networking works." } else { "Choose another --port, or stop what is using it." })
-        })?;
-        let port = v4.local_addr().map_err(|e| Error::software(e.to_string()))?.port();
+        let (first, second) = if redirect_host == "[::1]" {
+            ("[::1]", "127.0.0.1")
+        } else {
+            ("127.0.0.1", "[::1]")
+        };
+        let v4 = TcpListener::bind(format!("{first}:{port}"))
+            .await
+            .map_err(|e| {
+                Error::unavailable(format!(
+                    "cannot listen on {first}:{port} for the login redirect: {e}"
+                ))
+                .with_remedy(if port == 0 {
+                    "Check that loopback networking works."
+                } else {
+                    "Choose another --port, or stop what is using it."
+                })
+            })?;
+        let port = v4
+            .local_addr()
+            .map_err(|e| Error::software(e.to_string()))?
+            .port();
         let mut listeners = vec![v4];
         if let Ok(l) = TcpListener::bind(format!("{second}:{port}")).await {
             listeners.push(l);
         }
         let redirect_uri = redirect_uri(redirect_host, port, path)?;
-        Ok(LoopbackListener { listeners, redirect_uri, path: path.to_owned() })
+        Ok(LoopbackListener {
+            listeners,
+            redirect_uri,
+            path: path.to_owned(),
+        })
     }
 
     pub fn redirect_uri(&self) -> &Url {
@@ -107,8 +133,13 @@ impl LoopbackListener {
     /// says what happened), or until `timeout`. Wrong or missing state: 400, keep waiting.
     pub async fn wait(self, expected_state: String, timeout: Duration) -> Result<Callback> {
         let (tx, rx) = oneshot::channel::<Callback>();
-        let shared = Arc::new(Handler { expected_state, tx: Mutex::new(Some(tx)) });
-        let app = axum::Router::new().route(&self.path, axum::routing::get(on_redirect)).with_state(shared);
+        let shared = Arc::new(Handler {
+            expected_state,
+            tx: Mutex::new(Some(tx)),
+        });
+        let app = axum::Router::new()
+            .route(&self.path, axum::routing::get(on_redirect))
+            .with_state(shared);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
         for l in self.listeners {
@@ -136,7 +167,9 @@ impl LoopbackListener {
                 "no login arrived within {}",
                 humantime::format_duration(timeout)
             ))
-            .with_remedy("Run the login again and finish it in the browser; --timeout gives more time.")),
+            .with_remedy(
+                "Run the login again and finish it in the browser; --timeout gives more time.",
+            )),
         }
     }
 }
@@ -151,17 +184,26 @@ struct Handler {
     tx: Mutex<Option<oneshot::Sender<Callback>>>,
 }
 
-async fn on_redirect(State(h): State<Arc<Handler>>, RawQuery(q): RawQuery) -> (StatusCode, Html<String>) {
+async fn on_redirect(
+    State(h): State<Arc<Handler>>,
+    RawQuery(q): RawQuery,
+) -> (StatusCode, Html<String>) {
     match validate(q.as_deref().unwrap_or(""), &h.expected_state) {
         Ok(cb) => {
             let page = match &cb {
-                Callback::Code(_) => page("Logged in", "mailtoken received the authorization. You can close this tab."),
+                Callback::Code(_) => page(
+                    "Logged in",
+                    "mailtoken received the authorization. You can close this tab.",
+                ),
                 Callback::Denied { error, description } => page(
                     "Login not completed",
                     &format!(
                         "The provider answered <code>{}</code>{}. See the terminal for what to do.",
                         escape(error),
-                        description.as_deref().map(|d| format!(": {}", escape(d))).unwrap_or_default()
+                        description
+                            .as_deref()
+                            .map(|d| format!(": {}", escape(d)))
+                            .unwrap_or_default()
                     ),
                 ),
             };
@@ -172,10 +214,19 @@ async fn on_redirect(State(h): State<Arc<Handler>>, RawQuery(q): RawQuery) -> (S
                     (StatusCode::OK, page)
                 }
                 // One-shot: a second valid redirect (a reload) changes nothing.
-                None => (StatusCode::OK, self::page("Already done", "This login was already completed. You can close this tab.")),
+                None => (
+                    StatusCode::OK,
+                    self::page(
+                        "Already done",
+                        "This login was already completed. You can close this tab.",
+                    ),
+                ),
             }
         }
-        Err(r) => (StatusCode::BAD_REQUEST, page("Request refused", &format!("Refused: {}.", r.explain()))),
+        Err(r) => (
+            StatusCode::BAD_REQUEST,
+            page("Request refused", &format!("Refused: {}.", r.explain())),
+        ),
     }
 }
 
@@ -187,7 +238,10 @@ fn page(title: &str, body: &str) -> Html<String> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
 #[cfg(test)]
@@ -196,22 +250,37 @@ mod tests {
 
     #[test]
     fn a_matching_state_with_a_code_is_accepted() {
-        assert_eq!(validate("code=abc&state=S1&iss=x", "S1"), Ok(Callback::Code("abc".into())));
+        assert_eq!(
+            validate("code=abc&state=S1&iss=x", "S1"),
+            Ok(Callback::Code("abc".into()))
+        );
     }
 
     #[test]
     fn wrong_or_missing_state_is_refused_even_for_errors() {
-        assert_eq!(validate("code=abc&state=S2", "S1"), Err(Refusal::WrongState));
+        assert_eq!(
+            validate("code=abc&state=S2", "S1"),
+            Err(Refusal::WrongState)
+        );
         assert_eq!(validate("code=abc", "S1"), Err(Refusal::MissingState));
-        assert_eq!(validate("error=access_denied&state=nope", "S1"), Err(Refusal::WrongState));
+        assert_eq!(
+            validate("error=access_denied&state=nope", "S1"),
+            Err(Refusal::WrongState)
+        );
         assert_eq!(validate("", "S1"), Err(Refusal::MissingState));
     }
 
     #[test]
     fn an_error_with_the_right_state_ends_the_login() {
         assert_eq!(
-            validate("error=access_denied&error_description=End-User+aborted&state=S1", "S1"),
-            Ok(Callback::Denied { error: "access_denied".into(), description: Some("End-User aborted".into()) })
+            validate(
+                "error=access_denied&error_description=End-User+aborted&state=S1",
+                "S1"
+            ),
+            Ok(Callback::Denied {
+                error: "access_denied".into(),
+                description: Some("End-User aborted".into())
+            })
         );
     }
 
@@ -223,7 +292,10 @@ mod tests {
 
     #[test]
     fn percent_encoding_is_decoded() {
-        assert_eq!(validate("code=a%2Fb&state=S%3D1", "S=1"), Ok(Callback::Code("a/b".into())));
+        assert_eq!(
+            validate("code=a%2Fb&state=S%3D1", "S=1"),
+            Ok(Callback::Code("a/b".into()))
+        );
     }
 
     #[test]
@@ -237,20 +309,34 @@ mod tests {
         let uri = l.redirect_uri().clone();
         let wait = tokio::spawn(l.wait("good".into(), Duration::from_secs(10)));
         let http = reqwest::Client::new();
-        let r = http.get(format!("{uri}?code=x&state=bad")).send().await.unwrap();
+        let r = http
+            .get(format!("{uri}?code=x&state=bad"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 400);
         let other = uri.join("/favicon.ico").unwrap();
         assert_eq!(http.get(other).send().await.unwrap().status(), 404);
-        let r = http.get(format!("{uri}?code=the-code&state=good")).send().await.unwrap();
+        let r = http
+            .get(format!("{uri}?code=the-code&state=good"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("Logged in"));
-        assert_eq!(wait.await.unwrap().unwrap(), Callback::Code("the-code".into()));
+        assert_eq!(
+            wait.await.unwrap().unwrap(),
+            Callback::Code("the-code".into())
+        );
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn listener_times_out() {
         let l = LoopbackListener::bind("127.0.0.1", "/", 0).await.unwrap();
-        let e = l.wait("s".into(), Duration::from_millis(100)).await.unwrap_err();
+        let e = l
+            .wait("s".into(), Duration::from_millis(100))
+            .await
+            .unwrap_err();
         assert!(e.message.contains("no login arrived"), "{e}");
     }
 }

@@ -13,7 +13,11 @@ fn main() {
             let _ = e.print();
             // --help and --version are not errors; anything else is a usage error (64),
             // not clap's default 2, which mail programs would not recognise.
-            exit(if e.use_stderr() { ExitCode::Usage as i32 } else { 0 });
+            exit(if e.use_stderr() {
+                ExitCode::Usage as i32
+            } else {
+                0
+            });
         }
     };
     if let Err(e) = mailtoken::commands::run(cli) {

@@ -78,27 +78,48 @@ fn describe_body(content_type: &str, body: &[u8]) -> String {
         let keys: Vec<&str> = map.keys().map(String::as_str).collect();
         format!("a JSON object with keys [{}]", keys.join(", "))
     } else {
-        format!("{} bytes of {}", body.len(), if content_type.is_empty() { "unlabelled data" } else { content_type })
+        format!(
+            "{} bytes of {}",
+            body.len(),
+            if content_type.is_empty() {
+                "unlabelled data"
+            } else {
+                content_type
+            }
+        )
     }
 }
 
 /// Sorts an HTTP response into "give it to oauth2" or a fault, by status and body shape.
 fn screen(status: u16, content_type: &str, body: &[u8]) -> std::result::Result<(), HttpFault> {
-    let json: Option<serde_json::Map<String, serde_json::Value>> = serde_json::from_slice(body).ok();
+    let json: Option<serde_json::Map<String, serde_json::Value>> =
+        serde_json::from_slice(body).ok();
     match (status, json) {
         (200, Some(map)) if map.get("access_token").is_some_and(|v| v.is_string()) => Ok(()),
         (200, Some(_)) => Err(HttpFault::Malformed {
             status,
-            detail: format!("the answer had no access_token ({})", describe_body(content_type, body)),
+            detail: format!(
+                "the answer had no access_token ({})",
+                describe_body(content_type, body)
+            ),
         }),
-        (200, None) => Err(HttpFault::Malformed { status, detail: describe_body(content_type, body) }),
+        (200, None) => Err(HttpFault::Malformed {
+            status,
+            detail: describe_body(content_type, body),
+        }),
         // RFC 6749 §5.2 error responses: 400, or 401 for client authentication.
         (400 | 401, Some(map)) if map.get("error").is_some_and(|v| v.is_string()) => Ok(()),
-        _ => Err(HttpFault::Status { status, body: describe_body(content_type, body) }),
+        _ => Err(HttpFault::Status {
+            status,
+            body: describe_body(content_type, body),
+        }),
     }
 }
 
-async fn send(http: &reqwest::Client, req: oauth2::HttpRequest) -> std::result::Result<oauth2::HttpResponse, HttpFault> {
+async fn send(
+    http: &reqwest::Client,
+    req: oauth2::HttpRequest,
+) -> std::result::Result<oauth2::HttpResponse, HttpFault> {
     let req = reqwest::Request::try_from(req).map_err(|e| HttpFault::Other(chain(&e)))?;
     let resp = http.execute(req).await.map_err(|e| {
         if e.is_timeout() {
@@ -112,7 +133,11 @@ async fn send(http: &reqwest::Client, req: oauth2::HttpRequest) -> std::result::
     let status = resp.status();
     let headers = resp.headers().clone();
     let body = resp.bytes().await.map_err(|e| {
-        if e.is_timeout() { HttpFault::Timeout } else { HttpFault::Other(chain(&e)) }
+        if e.is_timeout() {
+            HttpFault::Timeout
+        } else {
+            HttpFault::Other(chain(&e))
+        }
     })?;
     let content_type = headers
         .get(reqwest::header::CONTENT_TYPE)
@@ -124,7 +149,8 @@ async fn send(http: &reqwest::Client, req: oauth2::HttpRequest) -> std::result::
     // oauth2 insists on a JSON content type; a JSON body mislabelled as text/plain (seen
     // at some providers) was already checked above, so label it honestly here.
     b = b.header(reqwest::header::CONTENT_TYPE, "application/json");
-    b.body(body.to_vec()).map_err(|e| HttpFault::Other(e.to_string()))
+    b.body(body.to_vec())
+        .map_err(|e| HttpFault::Other(e.to_string()))
 }
 
 /// Builds the HTTP client for an account's token endpoint.
@@ -135,17 +161,21 @@ pub fn http_client(account: &Account, timeout: Duration) -> Result<reqwest::Clie
         .timeout(timeout)
         .connect_timeout(timeout)
         .user_agent(concat!("mailtoken/", env!("CARGO_PKG_VERSION")));
-    let needs_tls = [Some(&account.oauth.token_url), account.oauth.revoke_url.as_ref()]
-        .into_iter()
-        .flatten()
-        .any(|u| u.scheme() == "https");
+    let needs_tls = [
+        Some(&account.oauth.token_url),
+        account.oauth.revoke_url.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .any(|u| u.scheme() == "https");
     // Loading the trust store costs a few milliseconds; plain-http loopback test
     // endpoints do not need it.
     if needs_tls {
         let tls = crate::tls::client_config(account.ca_file.as_deref())?;
         b = b.use_preconfigured_tls((*tls).clone());
     }
-    b.build().map_err(|e| Error::software(format!("HTTP client: {}", chain(&e))))
+    b.build()
+        .map_err(|e| Error::software(format!("HTTP client: {}", chain(&e))))
 }
 
 /// Runs `client_secret_cmd` (e.g. `pass show ...`) and returns its first line.
@@ -155,7 +185,12 @@ fn secret_from_command(account: &Account, cmd: &str) -> Result<Secret> {
         .arg(cmd)
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| Error::config(format!("account {}: cannot run client_secret_cmd: {e}", account.name)))?;
+        .map_err(|e| {
+            Error::config(format!(
+                "account {}: cannot run client_secret_cmd: {e}",
+                account.name
+            ))
+        })?;
     let stdout = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
     let line = stdout.lines().next().unwrap_or("").trim();
     if !out.status.success() || line.is_empty() {
@@ -163,7 +198,11 @@ fn secret_from_command(account: &Account, cmd: &str) -> Result<Secret> {
         return Err(Error::config(format!(
             "account {}: client_secret_cmd `{cmd}` {} {}",
             account.name,
-            if out.status.success() { "printed nothing" } else { "failed" },
+            if out.status.success() {
+                "printed nothing"
+            } else {
+                "failed"
+            },
             err.lines().next().unwrap_or("").trim()
         ))
         .with_remedy("Run the command by hand to see what is wrong."));
@@ -173,18 +212,31 @@ fn secret_from_command(account: &Account, cmd: &str) -> Result<Secret> {
 
 impl<'a> OAuthClient<'a> {
     pub fn new(account: &'a Account, timeout: Duration) -> Result<Self> {
-        let secret = match (&account.oauth.client_secret, &account.oauth.client_secret_cmd) {
+        let secret = match (
+            &account.oauth.client_secret,
+            &account.oauth.client_secret_cmd,
+        ) {
             (Some(s), _) => Some(s.clone()),
             (None, Some(cmd)) => Some(secret_from_command(account, cmd)?),
             (None, None) => None,
         };
-        Ok(OAuthClient { account, http: http_client(account, timeout)?, secret, timeout })
+        Ok(OAuthClient {
+            account,
+            http: http_client(account, timeout)?,
+            secret,
+            timeout,
+        })
     }
 
     fn client(
         &self,
-    ) -> BasicClient<oauth2::EndpointSet, oauth2::EndpointNotSet, oauth2::EndpointNotSet, oauth2::EndpointNotSet, oauth2::EndpointSet>
-    {
+    ) -> BasicClient<
+        oauth2::EndpointSet,
+        oauth2::EndpointNotSet,
+        oauth2::EndpointNotSet,
+        oauth2::EndpointNotSet,
+        oauth2::EndpointSet,
+    > {
         let o = &self.account.oauth;
         let mut c = BasicClient::new(ClientId::new(o.client_id.clone()))
             .set_auth_uri(AuthUrl::from_url(o.auth_url.clone()))
@@ -199,9 +251,15 @@ impl<'a> OAuthClient<'a> {
     }
 
     /// The authorization URL for the browser, with PKCE S256 and a fresh random state.
-    pub fn authorize_url(&self, redirect_uri: &Url, challenge: PkceCodeChallenge) -> (Url, CsrfToken) {
+    pub fn authorize_url(
+        &self,
+        redirect_uri: &Url,
+        challenge: PkceCodeChallenge,
+    ) -> (Url, CsrfToken) {
         let o = &self.account.oauth;
-        let client = self.client().set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
+        let client = self
+            .client()
+            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
         let mut req = client
             .authorize_url(CsrfToken::new_random)
             .add_scopes(o.scopes.iter().cloned().map(Scope::new))
@@ -222,7 +280,9 @@ impl<'a> OAuthClient<'a> {
         verifier: PkceCodeVerifier,
         redirect_uri: &Url,
     ) -> Result<TokenGrant> {
-        let client = self.client().set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
+        let client = self
+            .client()
+            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
         let http = |r| send(&self.http, r);
         let resp = client
             .exchange_code(AuthorizationCode::new(code))
@@ -235,34 +295,68 @@ impl<'a> OAuthClient<'a> {
     pub async fn refresh(&self, refresh_token: &Secret) -> Result<TokenGrant> {
         let http = |r| send(&self.http, r);
         let rt = RefreshToken::new(refresh_token.expose().to_owned());
-        let resp = self.client().exchange_refresh_token(&rt).request_async(&http).await;
+        let resp = self
+            .client()
+            .exchange_refresh_token(&rt)
+            .request_async(&http)
+            .await;
         self.grant(resp, Step::Refresh)
     }
 
     /// RFC 7009 revocation of a token at the provider's revocation endpoint.
     pub async fn revoke(&self, token: &Secret, hint: &str) -> Result<()> {
-        let Some(url) = &self.account.oauth.revoke_url else { return Ok(()) };
-        let mut form = vec![("token", token.expose()), ("token_type_hint", hint), ("client_id", &self.account.oauth.client_id)];
+        let Some(url) = &self.account.oauth.revoke_url else {
+            return Ok(());
+        };
+        let mut form = vec![
+            ("token", token.expose()),
+            ("token_type_hint", hint),
+            ("client_id", &self.account.oauth.client_id),
+        ];
         if let Some(s) = &self.secret {
             form.push(("client_secret", s.expose()));
         }
-        let resp = self.http.post(url.clone()).form(&form).send().await.map_err(|e| {
-            Error::temp(format!("revoking at {url}: {}", if e.is_timeout() { "timed out".to_owned() } else { chain(&e) }))
-        })?;
+        let resp = self
+            .http
+            .post(url.clone())
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| {
+                Error::temp(format!(
+                    "revoking at {url}: {}",
+                    if e.is_timeout() {
+                        "timed out".to_owned()
+                    } else {
+                        chain(&e)
+                    }
+                ))
+            })?;
         match resp.status().as_u16() {
             // 200, and 400 invalid_token for a token that is already dead (Google).
             200 | 204 => Ok(()),
             s => {
-                let ct = resp.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let ct = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
                 let body = resp.bytes().await.unwrap_or_default();
-                Err(Error::temp(format!("revoking at {url}: HTTP {s} ({})", describe_body(&ct, &body))))
+                Err(Error::temp(format!(
+                    "revoking at {url}: HTTP {s} ({})",
+                    describe_body(&ct, &body)
+                )))
             }
         }
     }
 
     fn grant(
         &self,
-        resp: std::result::Result<BasicTokenResponse, RequestTokenError<HttpFault, BasicErrorResponse>>,
+        resp: std::result::Result<
+            BasicTokenResponse,
+            RequestTokenError<HttpFault, BasicErrorResponse>,
+        >,
         step: Step,
     ) -> Result<TokenGrant> {
         match resp {
@@ -270,7 +364,9 @@ impl<'a> OAuthClient<'a> {
                 access_token: Secret::new(t.access_token().secret().clone()),
                 refresh_token: t.refresh_token().map(|r| Secret::new(r.secret().clone())),
                 expires_in: t.expires_in(),
-                scopes: t.scopes().map(|s| s.iter().map(|x| x.to_string()).collect()),
+                scopes: t
+                    .scopes()
+                    .map(|s| s.iter().map(|x| x.to_string()).collect()),
             }),
             Err(e) => Err(classify(self.account, self.timeout, step, e)),
         }
@@ -386,18 +482,41 @@ mod tests {
 
     #[test]
     fn screen_accepts_tokens_and_oauth_errors() {
-        assert!(screen(200, "application/json", br#"{"access_token":"a","token_type":"Bearer"}"#).is_ok());
+        assert!(
+            screen(
+                200,
+                "application/json",
+                br#"{"access_token":"a","token_type":"Bearer"}"#
+            )
+            .is_ok()
+        );
         assert!(screen(400, "application/json", br#"{"error":"invalid_grant"}"#).is_ok());
         assert!(screen(401, "application/json", br#"{"error":"invalid_client"}"#).is_ok());
     }
 
     #[test]
     fn screen_rejects_html_empty_and_tokenless_bodies_without_echoing_them() {
-        let e = screen(200, "text/html", b"<html><head><title>Hotel WiFi</title></head></html>").unwrap_err();
-        assert_eq!(e.to_string(), "HTTP 200: an HTML page titled \"Hotel WiFi\" instead of JSON");
-        let e = screen(200, "application/json", br#"{"refresh_token":"SECRET","token_type":"Bearer"}"#).unwrap_err();
+        let e = screen(
+            200,
+            "text/html",
+            b"<html><head><title>Hotel WiFi</title></head></html>",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "HTTP 200: an HTML page titled \"Hotel WiFi\" instead of JSON"
+        );
+        let e = screen(
+            200,
+            "application/json",
+            br#"{"refresh_token":"SECRET","token_type":"Bearer"}"#,
+        )
+        .unwrap_err();
         let s = e.to_string();
-        assert!(s.contains("no access_token") && s.contains("[refresh_token, token_type]"), "{s}");
+        assert!(
+            s.contains("no access_token") && s.contains("[refresh_token, token_type]"),
+            "{s}"
+        );
         assert!(!s.contains("SECRET"));
         let e = screen(503, "text/plain", b"").unwrap_err();
         assert_eq!(e.to_string(), "HTTP 503 (an empty body)");
@@ -408,7 +527,11 @@ mod tests {
     #[test]
     fn screen_treats_a_5xx_json_error_as_a_status_fault() {
         assert!(matches!(
-            screen(503, "application/json", br#"{"error":"temporarily_unavailable"}"#),
+            screen(
+                503,
+                "application/json",
+                br#"{"error":"temporarily_unavailable"}"#
+            ),
             Err(HttpFault::Status { status: 503, .. })
         ));
     }
@@ -428,7 +551,11 @@ mod tests {
         assert_ne!(v1.secret(), v2.secret());
         // RFC 7636 §4.1: 43 to 128 characters of the unreserved set.
         assert!((43..=128).contains(&v1.secret().len()));
-        assert!(v1.secret().chars().all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c)));
+        assert!(
+            v1.secret()
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._~".contains(c))
+        );
         let (s1, s2) = (CsrfToken::new_random(), CsrfToken::new_random());
         assert_ne!(s1.secret(), s2.secret());
         assert!(s1.secret().len() >= 22, "state carries at least 128 bits");

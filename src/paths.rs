@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 fn home() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"))
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
 }
 
 fn xdg(var: &str, fallback: &str) -> PathBuf {
@@ -19,7 +21,9 @@ fn xdg(var: &str, fallback: &str) -> PathBuf {
 pub fn config_file() -> PathBuf {
     match std::env::var_os("MAILTOKEN_CONFIG") {
         Some(p) if !p.is_empty() => PathBuf::from(p),
-        _ => xdg("XDG_CONFIG_HOME", ".config").join("mailtoken").join("config.toml"),
+        _ => xdg("XDG_CONFIG_HOME", ".config")
+            .join("mailtoken")
+            .join("config.toml"),
     }
 }
 

@@ -32,7 +32,11 @@ pub struct Provider {
 }
 
 const fn server(host: &'static str, port: u16, tls: Tls) -> Server {
-    Server { host: std::borrow::Cow::Borrowed(host), port, tls }
+    Server {
+        host: std::borrow::Cow::Borrowed(host),
+        port,
+        tls,
+    }
 }
 
 pub static GOOGLE: Provider = Provider {
@@ -93,7 +97,9 @@ pub static MICROSOFT: Provider = Provider {
 pub static ALL: &[&Provider] = &[&GOOGLE, &MICROSOFT];
 
 pub fn find(name: &str) -> Option<&'static Provider> {
-    ALL.iter().copied().find(|p| p.name.eq_ignore_ascii_case(name))
+    ALL.iter()
+        .copied()
+        .find(|p| p.name.eq_ignore_ascii_case(name))
 }
 
 pub fn names() -> String {

@@ -55,7 +55,10 @@ pub struct LastError {
 }
 
 pub fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// How much validity a handed-out token must still have: `min_valid`, or half the
@@ -71,7 +74,8 @@ pub fn required_validity(min_valid: Duration, lifetime: Option<Duration>) -> Dur
 impl TokenRecord {
     /// The access token's full lifetime, when its expiry is known.
     pub fn lifetime(&self) -> Option<Duration> {
-        self.expires_at.map(|e| Duration::from_secs(e.saturating_sub(self.obtained_at)))
+        self.expires_at
+            .map(|e| Duration::from_secs(e.saturating_sub(self.obtained_at)))
     }
 
     /// Seconds the access token has left at `now` (0 when expired or unknown).
@@ -101,7 +105,9 @@ impl TokenRecord {
     }
 
     pub fn needs_login(&self) -> bool {
-        self.last_error.as_ref().is_some_and(|e| e.kind == "invalid_grant")
+        self.last_error
+            .as_ref()
+            .is_some_and(|e| e.kind == "invalid_grant")
     }
 }
 
@@ -121,14 +127,20 @@ mod tests {
     #[test]
     fn required_validity_is_min_valid_for_long_tokens() {
         let five = Duration::from_secs(300);
-        assert_eq!(required_validity(five, Some(Duration::from_secs(3600))), five);
+        assert_eq!(
+            required_validity(five, Some(Duration::from_secs(3600))),
+            five
+        );
         assert_eq!(required_validity(five, None), five);
     }
 
     #[test]
     fn required_validity_is_half_the_lifetime_for_short_tokens() {
         let five = Duration::from_secs(300);
-        assert_eq!(required_validity(five, Some(Duration::from_secs(60))), Duration::from_secs(30));
+        assert_eq!(
+            required_validity(five, Some(Duration::from_secs(60))),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]

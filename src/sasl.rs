@@ -14,7 +14,12 @@ pub fn xoauth2(user: &str, token: &str) -> Zeroizing<String> {
 
 /// `base64("n,a=" U ",\x01host=" H "\x01port=" P "\x01auth=Bearer " T "\x01\x01")`;
 /// host and port are left out when unknown (both are optional in RFC 7628 §3.1).
-pub fn oauthbearer(user: &str, host: Option<&str>, port: Option<u16>, token: &str) -> Zeroizing<String> {
+pub fn oauthbearer(
+    user: &str,
+    host: Option<&str>,
+    port: Option<u16>,
+    token: &str,
+) -> Zeroizing<String> {
     let mut raw = Zeroizing::new(format!("n,a={},\x01", gs2_saslname(user)));
     if let Some(h) = host {
         raw.push_str(&format!("host={h}\x01"));
@@ -43,7 +48,10 @@ mod tests {
     fn xoauth2_matches_googles_documented_example() {
         // developers.google.com/gmail/imap/xoauth2-protocol: the example's initial
         // client response for someuser@example.com and token ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg.
-        let s = xoauth2("someuser@example.com", "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg");
+        let s = xoauth2(
+            "someuser@example.com",
+            "ya29.vF9dft4qmTc2Nvb3RlckBhdHRhdmlzdGEuY29tCg",
+        );
         assert_eq!(
             s.as_str(),
             "dXNlcj1zb21ldXNlckBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciB5YTI5LnZGOWRmdDRxbVRjMk52YjNSbGNrQmhkSFJoZG1semRHRXVZMjl0Q2cBAQ=="
@@ -52,12 +60,20 @@ mod tests {
 
     #[test]
     fn xoauth2_bytes_are_exact() {
-        assert_eq!(decode(&xoauth2("u@x", "T")), b"user=u@x\x01auth=Bearer T\x01\x01");
+        assert_eq!(
+            decode(&xoauth2("u@x", "T")),
+            b"user=u@x\x01auth=Bearer T\x01\x01"
+        );
     }
 
     #[test]
     fn oauthbearer_bytes_follow_rfc7628() {
-        let s = oauthbearer("user@example.com", Some("server.example.com"), Some(143), "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==");
+        let s = oauthbearer(
+            "user@example.com",
+            Some("server.example.com"),
+            Some(143),
+            "vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==",
+        );
         assert_eq!(
             decode(&s),
             b"n,a=user@example.com,\x01host=server.example.com\x01port=143\x01auth=Bearer vF9dft4qmTc2Nvb3RlckBhbHRhdmlzdGEuY29tCg==\x01\x01"
@@ -66,12 +82,21 @@ mod tests {
 
     #[test]
     fn oauthbearer_leaves_out_unknown_host_and_port() {
-        assert_eq!(decode(&oauthbearer("u", None, None, "T")), b"n,a=u,\x01auth=Bearer T\x01\x01");
-        assert_eq!(decode(&oauthbearer("u", Some("h"), None, "T")), b"n,a=u,\x01host=h\x01auth=Bearer T\x01\x01");
+        assert_eq!(
+            decode(&oauthbearer("u", None, None, "T")),
+            b"n,a=u,\x01auth=Bearer T\x01\x01"
+        );
+        assert_eq!(
+            decode(&oauthbearer("u", Some("h"), None, "T")),
+            b"n,a=u,\x01host=h\x01auth=Bearer T\x01\x01"
+        );
     }
 
     #[test]
     fn oauthbearer_escapes_comma_and_equals_in_the_user() {
-        assert_eq!(decode(&oauthbearer("a,b=c", None, None, "T")), b"n,a=a=2Cb=3Dc,\x01auth=Bearer T\x01\x01");
+        assert_eq!(
+            decode(&oauthbearer("a,b=c", None, None, "T")),
+            b"n,a=a=2Cb=3Dc,\x01auth=Bearer T\x01\x01"
+        );
     }
 }

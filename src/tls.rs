@@ -13,8 +13,11 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>
         Some(p) => CertificateDer::pem_file_iter(p)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
             .map_err(|e| {
-                Error::config(format!("ca_file {}: cannot read certificates: {e}", p.display()))
-                    .with_remedy("Point ca_file at a PEM file with one or more CERTIFICATE blocks.")
+                Error::config(format!(
+                    "ca_file {}: cannot read certificates: {e}",
+                    p.display()
+                ))
+                .with_remedy("Point ca_file at a PEM file with one or more CERTIFICATE blocks.")
             })?,
         None => Vec::new(),
     };

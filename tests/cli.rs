@@ -7,7 +7,10 @@ use common::mailtoken::*;
 
 #[test]
 fn a_malformed_config_exits_78_naming_file_line_and_column() {
-    let env = Env::new("", "[accounts.alice]\nprovider = \"google\"\nuser = alice@gmail.com\n");
+    let env = Env::new(
+        "",
+        "[accounts.alice]\nprovider = \"google\"\nuser = alice@gmail.com\n",
+    );
     let o = env.run(&["token", "alice"]);
     assert_exit(&o, 78);
     let e = stderr(&o);
@@ -19,11 +22,17 @@ fn a_malformed_config_exits_78_naming_file_line_and_column() {
 
 #[test]
 fn an_incomplete_account_exits_78_with_the_fix() {
-    let env = Env::new("", "[accounts.alice]\nprovider = \"google\"\nuser = \"a@gmail.com\"\n");
+    let env = Env::new(
+        "",
+        "[accounts.alice]\nprovider = \"google\"\nuser = \"a@gmail.com\"\n",
+    );
     let o = env.run(&["token", "alice"]);
     assert_exit(&o, 78);
     let e = stderr(&o);
-    assert!(e.contains(":1:1: account `alice` has no `client_id`"), "{e}");
+    assert!(
+        e.contains(":1:1: account `alice` has no `client_id`"),
+        "{e}"
+    );
     assert!(e.contains("client_id = "), "{e}");
 }
 
@@ -33,7 +42,11 @@ fn a_missing_config_exits_78_with_an_example() {
     std::fs::remove_file(env.config_path()).unwrap();
     let o = env.run(&["status"]);
     assert_exit(&o, 78);
-    assert!(stderr(&o).contains("no config file at") && stderr(&o).contains("[accounts.alice]"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no config file at") && stderr(&o).contains("[accounts.alice]"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -43,7 +56,11 @@ fn an_unknown_account_lists_the_known_ones() {
     );
     let o = env.run(&["token", "home"]);
     assert_exit(&o, 78);
-    assert!(stderr(&o).contains("no account `home`") && stderr(&o).contains("accounts: work"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no account `home`") && stderr(&o).contains("accounts: work"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -53,7 +70,11 @@ fn token_before_login_exits_77_and_says_to_log_in() {
     );
     let o = env.run(&["token", "work"]);
     assert_exit(&o, 77);
-    assert!(stderr(&o).contains("Run `mailtoken login work`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("Run `mailtoken login work`"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -75,7 +96,10 @@ fn providers_lists_presets_and_details() {
     let o = env.run(&["providers", "google"]);
     assert_exit(&o, 0);
     let s = stdout(&o);
-    assert!(s.contains("https://oauth2.googleapis.com/token") && s.contains("imap.gmail.com:993"), "{s}");
+    assert!(
+        s.contains("https://oauth2.googleapis.com/token") && s.contains("imap.gmail.com:993"),
+        "{s}"
+    );
     assert!(s.contains("access_type=offline prompt=consent"), "{s}");
     assert_exit(&env.run(&["providers", "aol"]), 64);
 }

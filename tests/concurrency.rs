@@ -16,16 +16,35 @@ fn fifty_processes_on_an_expired_token_cause_exactly_one_refresh() {
     env.expire("c");
 
     let children: Vec<_> = (0..50)
-        .map(|_| env.cmd().args(["token", "c"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+        .map(|_| {
+            env.cmd()
+                .args(["token", "c"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
         .collect();
-    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
     for o in &outputs {
         assert_exit(o, 0);
     }
     let first = stdout(&outputs[0]);
-    assert!(outputs.iter().all(|o| stdout(o) == first), "all 50 print the same token");
+    assert!(
+        outputs.iter().all(|o| stdout(o) == first),
+        "all 50 print the same token"
+    );
     let stats = rt().block_on(authserver::stats(&login));
     assert_eq!(stats["refresh_grants"], 1, "{stats}");
-    assert_eq!(rt().block_on(authserver::introspect(first.trim()))["active"], true);
-    assert_eq!(env.stored("c")["access_token"].as_str().unwrap(), first.trim());
+    assert_eq!(
+        rt().block_on(authserver::introspect(first.trim()))["active"],
+        true
+    );
+    assert_eq!(
+        env.stored("c")["access_token"].as_str().unwrap(),
+        first.trim()
+    );
 }

@@ -10,7 +10,12 @@ use std::time::Duration;
 
 /// A fake token endpoint answering every POST with `status`, `content_type`, `body`
 /// after `delay`. Returns its URL; the server lives until the test process ends.
-fn fake_token_endpoint(status: u16, content_type: &'static str, body: &'static str, delay: Duration) -> String {
+fn fake_token_endpoint(
+    status: u16,
+    content_type: &'static str,
+    body: &'static str,
+    delay: Duration,
+) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -64,17 +69,29 @@ fn assert_refresh_token_kept(env: &Env) {
 
 #[test]
 fn a_503_is_a_temporary_failure_and_keeps_the_refresh_token() {
-    let url = fake_token_endpoint(503, "text/html", "<html><title>Service Unavailable</title></html>", Duration::ZERO);
+    let url = fake_token_endpoint(
+        503,
+        "text/html",
+        "<html><title>Service Unavailable</title></html>",
+        Duration::ZERO,
+    );
     let env = seeded(&url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 75);
     let e = stderr(&o);
-    assert!(e.contains("HTTP 503") && e.contains("try again later"), "{e}");
+    assert!(
+        e.contains("HTTP 503") && e.contains("try again later"),
+        "{e}"
+    );
     assert!(e.contains("stored tokens are kept"), "{e}");
     assert!(stdout(&o).is_empty());
     assert_refresh_token_kept(&env);
-    let j: serde_json::Value = serde_json::from_str(&stdout(&env.run(&["status", "--json"]))).unwrap();
-    assert!(j[0]["last_error"].as_str().unwrap().contains("HTTP 503"), "{j}");
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(&["status", "--json"]))).unwrap();
+    assert!(
+        j[0]["last_error"].as_str().unwrap().contains("HTTP 503"),
+        "{j}"
+    );
 }
 
 #[test]
@@ -85,37 +102,62 @@ fn a_hang_past_the_timeout_is_a_temporary_failure() {
     let o = env.run(&["token", "f"]);
     assert!(start.elapsed() < Duration::from_secs(10), "gave up in time");
     assert_exit(&o, 75);
-    assert!(stderr(&o).contains("did not answer within 1s"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("did not answer within 1s"),
+        "{}",
+        stderr(&o)
+    );
     assert_refresh_token_kept(&env);
 }
 
 #[test]
 fn html_instead_of_json_is_named_as_such() {
-    let url = fake_token_endpoint(200, "text/html", "<html><head><title>Hotel Wi-Fi Login</title></head></html>", Duration::ZERO);
+    let url = fake_token_endpoint(
+        200,
+        "text/html",
+        "<html><head><title>Hotel Wi-Fi Login</title></head></html>",
+        Duration::ZERO,
+    );
     let env = seeded(&url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 75);
     let e = stderr(&o);
-    assert!(e.contains("an HTML page titled \"Hotel Wi-Fi Login\" instead of JSON"), "{e}");
+    assert!(
+        e.contains("an HTML page titled \"Hotel Wi-Fi Login\" instead of JSON"),
+        "{e}"
+    );
     assert!(e.contains("captive portal"), "{e}");
     assert_refresh_token_kept(&env);
 }
 
 #[test]
 fn a_200_without_access_token_is_refused_without_echoing_the_body() {
-    let url = fake_token_endpoint(200, "application/json", r#"{"token_type":"Bearer","refresh_token":"leaked-secret"}"#, Duration::ZERO);
+    let url = fake_token_endpoint(
+        200,
+        "application/json",
+        r#"{"token_type":"Bearer","refresh_token":"leaked-secret"}"#,
+        Duration::ZERO,
+    );
     let env = seeded(&url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 75);
     let e = stderr(&o);
-    assert!(e.contains("no access_token") && e.contains("[refresh_token, token_type]"), "{e}");
+    assert!(
+        e.contains("no access_token") && e.contains("[refresh_token, token_type]"),
+        "{e}"
+    );
     assert!(!e.contains("leaked-secret"), "{e}");
     assert_refresh_token_kept(&env);
 }
 
 #[test]
 fn garbage_json_is_refused() {
-    let url = fake_token_endpoint(200, "application/json", "{\"access_token\": ", Duration::ZERO);
+    let url = fake_token_endpoint(
+        200,
+        "application/json",
+        "{\"access_token\": ",
+        Duration::ZERO,
+    );
     let env = seeded(&url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 75);
@@ -134,28 +176,49 @@ fn a_connection_refused_is_a_temporary_failure() {
 
 #[test]
 fn invalid_client_is_a_configuration_error() {
-    let url = fake_token_endpoint(401, "application/json", r#"{"error":"invalid_client","error_description":"client authentication failed"}"#, Duration::ZERO);
+    let url = fake_token_endpoint(
+        401,
+        "application/json",
+        r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
+        Duration::ZERO,
+    );
     let env = seeded(&url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 78);
-    assert!(stderr(&o).contains("invalid_client: client authentication failed"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("invalid_client: client authentication failed"),
+        "{}",
+        stderr(&o)
+    );
     assert_refresh_token_kept(&env);
 }
 
 #[test]
 fn a_response_without_expires_in_is_accepted_with_an_assumed_lifetime() {
-    let url = fake_token_endpoint(200, "application/json", r#"{"access_token":"fresh-token","token_type":"Bearer"}"#, Duration::ZERO);
+    let url = fake_token_endpoint(
+        200,
+        "application/json",
+        r#"{"access_token":"fresh-token","token_type":"Bearer"}"#,
+        Duration::ZERO,
+    );
     let env = seeded(&url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "fresh-token\n");
     assert_refresh_token_kept(&env);
-    let j: serde_json::Value = serde_json::from_str(&stdout(&env.run(&["status", "--json"]))).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(&["status", "--json"]))).unwrap();
     assert_eq!(j[0]["expiry_assumed"], true, "{j}");
     let left = j[0]["expires_in"].as_i64().unwrap();
-    assert!((590..=600).contains(&left), "assumed 10 minutes, got {left}");
+    assert!(
+        (590..=600).contains(&left),
+        "assumed 10 minutes, got {left}"
+    );
     let s = stdout(&env.run(&["status"]));
-    assert!(s.contains("expiry assumed: the provider sent no expires_in"), "{s}");
+    assert!(
+        s.contains("expiry assumed: the provider sent no expires_in"),
+        "{s}"
+    );
     // Served from the cache next time.
     assert_eq!(stdout(&env.run(&["token", "f"])), "fresh-token\n");
 }

@@ -24,8 +24,15 @@ pub struct Env {
 /// server's per-account counters belong to this test alone.
 pub fn unique_login(tag: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
-    format!("{tag}-{}-{nanos}-{}@example.test", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!(
+        "{tag}-{}-{nanos}-{}@example.test",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// How an account talks to the test server.
@@ -46,20 +53,35 @@ pub fn account_toml(name: &str, login: &str, client: Client) -> String {
     let issuer = authserver::issuer();
     let (id, secret, scopes, params) = match client {
         Client::Native | Client::NativeShort => (
-            if matches!(client, Client::Native) { authserver::NATIVE_CLIENT } else { authserver::NATIVE_SHORT_CLIENT },
+            if matches!(client, Client::Native) {
+                authserver::NATIVE_CLIENT
+            } else {
+                authserver::NATIVE_SHORT_CLIENT
+            },
             None,
             r#"["openid", "email", "mail", "offline_access"]"#,
             r#"{ prompt = "consent" }"#,
         ),
-        Client::NativeNoOffline => (authserver::NATIVE_CLIENT, None, r#"["openid", "email", "mail"]"#, "{}"),
+        Client::NativeNoOffline => (
+            authserver::NATIVE_CLIENT,
+            None,
+            r#"["openid", "email", "mail"]"#,
+            "{}",
+        ),
         Client::Google | Client::GoogleShort => (
-            if matches!(client, Client::Google) { authserver::GOOGLE_CLIENT } else { authserver::GOOGLE_SHORT_CLIENT },
+            if matches!(client, Client::Google) {
+                authserver::GOOGLE_CLIENT
+            } else {
+                authserver::GOOGLE_SHORT_CLIENT
+            },
             Some(authserver::GOOGLE_CLIENT_SECRET),
             r#"["openid", "email", "mail"]"#,
             r#"{ access_type = "offline", prompt = "consent" }"#,
         ),
     };
-    let secret = secret.map(|s| format!("client_secret = \"{s}\"\n")).unwrap_or_default();
+    let secret = secret
+        .map(|s| format!("client_secret = \"{s}\"\n"))
+        .unwrap_or_default();
     format!(
         "[accounts.{name}]\nuser = \"{login}\"\nauth_url = \"{issuer}/auth\"\ntoken_url = \"{issuer}/token\"\n\
          revoke_url = \"{issuer}/token/revocation\"\nclient_id = \"{id}\"\n{secret}scopes = {scopes}\nauth_params = {params}\n"
@@ -72,7 +94,11 @@ impl Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config/mailtoken")).unwrap();
         let env = Env { dir, no_bus: false };
-        env.write_config(&if head.is_empty() { accounts.to_owned() } else { format!("{head}\n{accounts}") });
+        env.write_config(&if head.is_empty() {
+            accounts.to_owned()
+        } else {
+            format!("{head}\n{accounts}")
+        });
         env
     }
 
@@ -120,8 +146,15 @@ impl Env {
         self.login_with(account, login, Decision::Approve, &[])
     }
 
-    pub fn login_with(&self, account: &str, login: &str, decision: Decision, extra: &[&str]) -> Output {
-        let mut child = self.cmd()
+    pub fn login_with(
+        &self,
+        account: &str,
+        login: &str,
+        decision: Decision,
+        extra: &[&str],
+    ) -> Output {
+        let mut child = self
+            .cmd()
             .args(["login", account, "--no-browser", "--timeout", "60s"])
             .args(extra)
             .stdout(Stdio::piped())
@@ -129,9 +162,15 @@ impl Env {
             .spawn()
             .unwrap();
         let (url, stderr_rest) = read_auth_url(&mut child);
-        let redirect = rt().block_on(Browser::new().authorize(&url, login, decision)).unwrap();
+        let redirect = rt()
+            .block_on(Browser::new().authorize(&url, login, decision))
+            .unwrap();
         let resp = rt().block_on(reqwest::get(redirect.as_str())).unwrap();
-        assert!(resp.status().is_success() || decision == Decision::Deny, "listener answered {}", resp.status());
+        assert!(
+            resp.status().is_success() || decision == Decision::Deny,
+            "listener answered {}",
+            resp.status()
+        );
         finish(child, stderr_rest)
     }
 
@@ -147,12 +186,19 @@ impl Env {
         let text = std::fs::read_to_string(self.tokens_path()).unwrap();
         let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
         f(&mut v["accounts"][account]);
-        std::fs::write(self.tokens_path(), serde_json::to_string_pretty(&v).unwrap()).unwrap();
+        std::fs::write(
+            self.tokens_path(),
+            serde_json::to_string_pretty(&v).unwrap(),
+        )
+        .unwrap();
     }
 
     /// Marks the stored access token of `account` as expired a while ago.
     pub fn expire(&self, account: &str) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         self.edit_stored(account, |r| {
             r["obtained_at"] = (now - 3700).into();
             r["expires_at"] = (now - 100).into();
@@ -161,7 +207,10 @@ impl Env {
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// Reads the login's stderr until the authorization URL appears; returns it and a
@@ -174,7 +223,10 @@ pub fn read_auth_url(child: &mut Child) -> (String, std::thread::JoinHandle<Stri
     loop {
         let mut line = String::new();
         let n = reader.read_line(&mut line).unwrap();
-        assert!(n > 0 && std::time::Instant::now() < deadline, "no URL on stderr; got:\n{seen}");
+        assert!(
+            n > 0 && std::time::Instant::now() < deadline,
+            "no URL on stderr; got:\n{seen}"
+        );
         seen.push_str(&line);
         let t = line.trim();
         if t.starts_with("http://") || t.starts_with("https://") {
@@ -206,7 +258,11 @@ pub fn finish(mut child: Child, stderr: std::thread::JoinHandle<String>) -> Outp
     if let Some(mut o) = child.stdout.take() {
         o.read_to_end(&mut stdout).unwrap();
     }
-    Output { status, stdout, stderr: stderr.join().unwrap().into_bytes() }
+    Output {
+        status,
+        stdout,
+        stderr: stderr.join().unwrap().into_bytes(),
+    }
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -220,11 +276,22 @@ pub fn stderr(o: &Output) -> String {
 /// Asserts the exit code, showing stderr when it is not the expected one.
 #[track_caller]
 pub fn assert_exit(o: &Output, code: i32) {
-    assert_eq!(o.status.code(), Some(code), "stdout:\n{}\nstderr:\n{}", stdout(o), stderr(o));
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        stdout(o),
+        stderr(o)
+    );
 }
 
 pub fn write_stdin(child: &mut Child, text: &str) {
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
 }
 
 pub fn exists(p: &Path) -> bool {
