@@ -85,6 +85,23 @@ impl Broker {
         Ok((rec, Source::Refreshed))
     }
 
+    /// Refreshes now (the daemon's refresh-ahead), unless another process stored a newer
+    /// access token than the one obtained at `seen_obtained_at` meanwhile.
+    pub fn refresh_unless_newer(
+        &self,
+        account: &Account,
+        seen_obtained_at: u64,
+    ) -> Result<TokenRecord> {
+        let _guard = lock::acquire(&account.name, self.lock_timeout())?;
+        let rec = self
+            .load(account)?
+            .ok_or_else(|| not_logged_in(account, &*self.store))?;
+        if rec.obtained_at > seen_obtained_at && rec.access_token.is_some() && !rec.needs_login() {
+            return Ok(rec);
+        }
+        self.refresh_locked(account, rec)
+    }
+
     /// Refreshes `rec` (the caller holds the account lock) and stores the result.
     fn refresh_locked(&self, account: &Account, mut rec: TokenRecord) -> Result<TokenRecord> {
         let Some(rt) = rec.refresh_token.clone() else {

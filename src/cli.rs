@@ -53,6 +53,10 @@ pub enum Command {
         /// Which server's host and port go into an OAUTHBEARER string.
         #[arg(long = "for", value_enum, default_value_t = ForProto::Imap)]
         for_proto: ForProto,
+        /// With the daemon: wait up to this long for a refresh in flight or a login in
+        /// progress instead of failing at once.
+        #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
+        wait: Duration,
     },
     /// Forget an account's tokens, revoking them at the provider when it can.
     Logout { account: String },
@@ -62,6 +66,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run the broker daemon on the unix socket ($MAILTOKEN_SOCKET, else
+    /// $XDG_RUNTIME_DIR/mailtoken/socket), in the foreground; SIGHUP reloads the config.
+    Serve,
     /// List the provider presets, or show one in full.
     Providers { name: Option<String> },
     /// Print shell completions.

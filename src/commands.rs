@@ -5,12 +5,14 @@
 use crate::broker::Broker;
 use crate::cli::{Cli, Command, ForProto, Format};
 use crate::config::{Account, Config, Proto, Server, Tls};
+use crate::daemon::client;
+use crate::daemon::protocol::{self, Op, Request};
 use crate::error::{Error, Result};
 use crate::login::{LoginOptions, login};
 use crate::providers;
 use crate::record::{self, TokenRecord};
 use crate::sasl;
-use clap::CommandFactory;
+use clap::{CommandFactory, ValueEnum};
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 use zeroize::Zeroizing;
@@ -22,7 +24,25 @@ pub fn run(cli: Cli) -> Result<()> {
             format,
             min_valid,
             for_proto,
+            wait,
         } => {
+            // The daemon answers from memory; no config, keyring or TLS on this path.
+            let req = Request {
+                v: protocol::VERSION,
+                op: Op::Token {
+                    account: account.clone(),
+                    format: value_name(format),
+                    min_valid: min_valid.as_secs(),
+                    for_proto: Some(value_name(for_proto)),
+                    wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                },
+            };
+            if let Some(reply) = client::ask(&req, wait)? {
+                return match reply.credential {
+                    Some(c) if reply.ok => print_stdout(&Zeroizing::new(c + "\n")),
+                    _ => Err(reply.into_error()),
+                };
+            }
             let broker = open_broker(false)?;
             let acct = broker.account(&account)?;
             let (rec, _) = broker.access_token(acct, min_valid)?;
@@ -38,21 +58,27 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let broker = open_broker(true)?;
             let acct = broker.account(&account)?;
-            login(
-                &broker,
-                acct,
-                &LoginOptions {
-                    open_browser: !no_browser,
-                    port,
-                    paste,
-                    timeout,
-                },
-            )
+            tell_daemon(Op::LoginStarted {
+                account: account.clone(),
+            });
+            let opts = LoginOptions {
+                open_browser: !no_browser,
+                port,
+                paste,
+                timeout,
+            };
+            let result = login(&broker, acct, &opts);
+            // Even a failed login may have been racing a refresh; a reload is harmless.
+            tell_daemon(Op::Reload { account });
+            result
         }
         Command::Logout { account } => {
             let broker = open_broker(true)?;
             let acct = broker.account(&account)?;
             let (existed, warning) = broker.logout(acct)?;
+            tell_daemon(Op::Reload {
+                account: account.clone(),
+            });
             if let Some(w) = warning {
                 eprintln!("Warning: could not revoke the token at the provider: {w}");
             }
@@ -67,6 +93,20 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { account, json } => {
+            let req = Request {
+                v: protocol::VERSION,
+                op: Op::Status {
+                    account: account.clone(),
+                },
+            };
+            if let Some(mut reply) = client::ask(&req, Duration::ZERO)? {
+                let rows: Vec<StatusRow> = match (reply.ok, reply.data.take()) {
+                    (true, Some(d)) => serde_json::from_value(d)
+                        .map_err(|e| Error::software(format!("daemon status: {e}")))?,
+                    _ => return Err(reply.into_error()),
+                };
+                return print_stdout(&status_text(&rows, json, None)?);
+            }
             let broker = open_broker(!json)?;
             let names: Vec<&Account> = match &account {
                 Some(a) => vec![broker.account(a)?],
@@ -78,18 +118,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 let rec = broker.load(a);
                 rows.push(status_row(a, rec, now, &broker.store().describe()));
             }
-            let text = if json {
-                serde_json::to_string_pretty(&rows).map_err(|e| Error::software(e.to_string()))?
-                    + "\n"
-            } else if rows.is_empty() {
-                format!("No accounts in {}.\n", broker.config.path.display())
-            } else {
-                rows.iter()
-                    .map(render_status)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            };
-            print_stdout(&text)
+            print_stdout(&status_text(&rows, json, Some(&broker.config.path))?)
         }
         Command::Providers { name } => print_stdout(&match name {
             None => list_providers(),
@@ -103,6 +132,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 describe_provider(p)
             }
         }),
+        Command::Serve => crate::daemon::server::serve(),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "mailtoken", &mut out);
@@ -180,14 +210,48 @@ pub fn render(
     Ok(s)
 }
 
-#[derive(serde::Serialize)]
-struct StatusRow {
+/// Tells a running daemon about a change made in this process; without one, nothing to do.
+fn tell_daemon(op: Op) {
+    let _ = client::ask(
+        &Request {
+            v: protocol::VERSION,
+            op,
+        },
+        Duration::ZERO,
+    );
+}
+
+/// The name clap shows for a value (`raw`, `oauthbearer`, `imap`), as the protocol carries it.
+fn value_name<T: ValueEnum>(v: T) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+fn status_text(rows: &[StatusRow], json: bool, config: Option<&std::path::Path>) -> Result<String> {
+    Ok(if json {
+        serde_json::to_string_pretty(rows).map_err(|e| Error::software(e.to_string()))? + "\n"
+    } else if rows.is_empty() {
+        match config {
+            Some(p) => format!("No accounts in {}.\n", p.display()),
+            None => "No accounts.\n".to_owned(),
+        }
+    } else {
+        rows.iter()
+            .map(render_status)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StatusRow {
     account: String,
-    provider: Option<&'static str>,
+    provider: Option<String>,
     user: String,
-    kind: &'static str,
+    kind: String,
     /// none | valid | expired | needs_login | error
-    state: &'static str,
+    state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -201,15 +265,23 @@ struct StatusRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
     store: String,
+    /// Answered by the daemon (its memory), not read from the store by this process.
+    #[serde(default)]
+    pub(crate) daemon: bool,
 }
 
-fn status_row(a: &Account, rec: Result<Option<TokenRecord>>, now: u64, store: &str) -> StatusRow {
+pub(crate) fn status_row(
+    a: &Account,
+    rec: Result<Option<TokenRecord>>,
+    now: u64,
+    store: &str,
+) -> StatusRow {
     let mut row = StatusRow {
         account: a.name.clone(),
-        provider: a.provider.map(|p| p.name),
+        provider: a.provider.map(|p| p.name.to_owned()),
         user: a.user.clone(),
-        kind: "oauth",
-        state: "none",
+        kind: "oauth".into(),
+        state: "none".into(),
         expires_at: None,
         expires_in: None,
         expiry_assumed: false,
@@ -218,10 +290,11 @@ fn status_row(a: &Account, rec: Result<Option<TokenRecord>>, now: u64, store: &s
         refreshed_at: None,
         last_error: None,
         store: store.to_owned(),
+        daemon: false,
     };
     match rec {
         Err(e) => {
-            row.state = "error";
+            row.state = "error".into();
             row.last_error = Some(e.to_string());
         }
         Ok(None) => {}
@@ -232,7 +305,8 @@ fn status_row(a: &Account, rec: Result<Option<TokenRecord>>, now: u64, store: &s
                 "valid"
             } else {
                 "expired"
-            };
+            }
+            .into();
             row.expires_at = r.expires_at;
             row.expires_in = r.expires_at.map(|e| e as i64 - now as i64);
             row.expiry_assumed = r.expiry_assumed;
@@ -256,9 +330,12 @@ fn render_status(r: &StatusRow) -> String {
         "{} ({}{})\n",
         r.account,
         r.user,
-        r.provider.map(|p| format!(", {p}")).unwrap_or_default()
+        r.provider
+            .as_deref()
+            .map(|p| format!(", {p}"))
+            .unwrap_or_default()
     );
-    let token = match (r.state, r.expires_in) {
+    let token = match (r.state.as_str(), r.expires_in) {
         ("none", _) => format!("none; run `mailtoken login {}`", r.account),
         ("error", _) => "unknown (the store could not be read)".to_owned(),
         (_, Some(left)) if left > 0 => format!(
@@ -306,7 +383,15 @@ fn render_status(r: &StatusRow) -> String {
     if r.state == "needs_login" {
         s += &format!("  action:        run `mailtoken login {}`\n", r.account);
     }
-    s += &format!("  store:         {}\n", r.store);
+    s += &format!(
+        "  store:         {}{}\n",
+        r.store,
+        if r.daemon {
+            " (answered by the daemon)"
+        } else {
+            ""
+        }
+    );
     s
 }
 

@@ -40,6 +40,8 @@ pub struct Config {
     pub accounts: BTreeMap<String, Account>,
     pub store: StoreConfig,
     pub timeout: Duration,
+    /// Run (by the daemon) once when an account needs a new login.
+    pub notify_cmd: Option<String>,
 }
 
 /// One account, with the provider preset already applied.
@@ -99,6 +101,7 @@ struct RawConfig {
     #[serde(default)]
     store: StoreConfig,
     timeout: Option<Spanned<String>>,
+    notify_cmd: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -209,6 +212,7 @@ impl Config {
             accounts,
             store: raw.store,
             timeout,
+            notify_cmd: raw.notify_cmd,
         })
     }
 

@@ -27,7 +27,7 @@ pub enum ExitCode {
 }
 
 /// An error for a person: a message (what and why) and an optional remedy (what to do).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Error {
     pub code: ExitCode,
     pub message: String,
