@@ -297,3 +297,109 @@ pub fn write_stdin(child: &mut Child, text: &str) {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A running `mailtoken serve` of an [`Env`]; stopped (SIGKILL) when dropped.
+pub struct Daemon {
+    pub child: Option<Child>,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Env {
+    /// Where the daemon of this world listens: `$XDG_RUNTIME_DIR/mailtoken/socket`.
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("run/mailtoken/socket")
+    }
+
+    /// Starts `mailtoken serve` and waits until it answers on its socket.
+    pub fn serve(&self) -> Daemon {
+        let log = self
+            .dir
+            .path()
+            .join(format!("serve-{}.log", unique_login("log")));
+        let child = self
+            .cmd()
+            .arg("serve")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let d = Daemon {
+            child: Some(child),
+            socket: self.socket_path(),
+            log,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(reply) = d.try_raw(b"{\"v\":1,\"op\":\"ping\"}\n") {
+                if reply.contains("\"ok\":true") {
+                    return d;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the daemon did not start: {}", d.log());
+    }
+}
+
+impl Daemon {
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0);
+    }
+
+    /// SIGTERM, and the exit status.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        self.child.take().unwrap().wait().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends raw bytes on a new connection and reads until the daemon closes it or
+    /// nothing more comes for 6 s (longer than its read timeout).
+    pub fn try_raw(&self, bytes: &[u8]) -> std::io::Result<String> {
+        use std::os::unix::net::UnixStream;
+        let mut s = UnixStream::connect(&self.socket)?;
+        s.set_read_timeout(Some(Duration::from_secs(8)))?;
+        s.write_all(bytes)?;
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    // One reply per request line: stop once every line is answered.
+                    let asked = bytes.iter().filter(|&&b| b == b'\n').count().max(1);
+                    if out.iter().filter(|&&b| b == b'\n').count() >= asked {
+                        break;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
