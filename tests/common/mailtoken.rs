@@ -330,10 +330,10 @@ impl Env {
         };
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
-            if let Ok(reply) = d.try_raw(b"{\"v\":1,\"op\":\"ping\"}\n") {
-                if reply.contains("\"ok\":true") {
-                    return d;
-                }
+            if let Ok(reply) = d.try_raw(b"{\"v\":1,\"op\":\"ping\"}\n")
+                && reply.contains("\"ok\":true")
+            {
+                return d;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
