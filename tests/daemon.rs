@@ -305,3 +305,76 @@ fn another_user_is_refused_on_the_socket() {
     );
     assert!(stdout(&o).is_empty());
 }
+
+#[test]
+fn socket_activation_and_readiness_are_spoken_as_systemd_expects() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let login = unique_login("activation");
+    let env = Env::with_file_store(&account_toml("s", &login, Client::Native));
+    assert_exit(&env.login("s", &login), 0);
+    // What systemd does for mailtoken.socket + Type=notify: bind the socket itself,
+    // pass it as descriptor 3 with LISTEN_PID/LISTEN_FDS, and listen for READY=1.
+    let sock_dir = env.socket_path().parent().unwrap().to_owned();
+    std::fs::create_dir_all(&sock_dir).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(env.socket_path()).unwrap();
+    let notify_path = env.dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let fd = listener.as_raw_fd();
+    let mut cmd = env.cmd();
+    cmd.env("NOTIFY_SOCKET", &notify_path);
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c")
+        .arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" serve")
+        .arg(BIN);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    // SAFETY: dup2 is async-signal-safe; it runs in the child between fork and exec.
+    unsafe {
+        sh.pre_exec(move || {
+            // dup2 onto itself would keep close-on-exec: clear it instead.
+            let rc = if fd == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(fd, 3)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let log = env.dir.path().join("activated.log");
+    let mut child = sh
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).unwrap_or_else(|e| {
+        panic!(
+            "no READY=1 within 10 s ({e}): {}",
+            std::fs::read_to_string(&log).unwrap()
+        )
+    });
+    assert_eq!(&buf[..n], b"READY=1");
+    let o = env.run(&["status", "s"]);
+    assert!(
+        stdout(&o).contains("answered by the daemon"),
+        "{}",
+        stdout(&o)
+    );
+    assert_exit(&env.run(&["token", "s"]), 0);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(
+        env.socket_path().exists(),
+        "the socket belongs to systemd: left in place"
+    );
+}

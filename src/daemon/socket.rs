@@ -146,8 +146,19 @@ fn activated() -> Result<Option<std::os::unix::net::UnixListener>> {
     if !ours || n < 1 {
         return Ok(None);
     }
-    // SAFETY: systemd hands us descriptor 3 as an open listening socket (sd_listen_fds).
     let fd = SD_LISTEN_FDS_START;
+    // Wrapping a descriptor that is not an open socket would hand its ownership to
+    // whatever opens it next: check before trusting the environment.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 || st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(Error::config(
+            "LISTEN_FDS says a socket was passed, but descriptor 3 is not one",
+        )
+        .with_remedy(
+            "Start `mailtoken serve` from mailtoken.socket, or without LISTEN_PID/LISTEN_FDS.",
+        ));
+    }
+    // SAFETY: descriptor 3 is an open socket passed to us (sd_listen_fds), owned by no one else.
     unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
     let l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd) };
     // Not passed on to children (notify_cmd, client_secret_cmd).
