@@ -53,12 +53,13 @@ pub fn ask(req: &Request, wait: Duration) -> Result<Option<Reply>> {
     stream
         .set_write_timeout(Some(Duration::from_secs(5)))
         .map_err(io_err)?;
-    (&stream).write_all(&encode(req)).map_err(io_err)?;
-    let mut line = Vec::with_capacity(512);
-    BufReader::new(&stream)
-        .read_until(b'\n', &mut line)
-        .map_err(io_err)?;
+    // A daemon that refuses us may answer and hang up before our request is written:
+    // its reply, if any, says more than the broken pipe.
+    let sent = (&stream).write_all(&encode(req));
+    let mut line = zeroize::Zeroizing::new(Vec::with_capacity(512));
+    let read = BufReader::new(&stream).read_until(b'\n', &mut line);
     if line.is_empty() {
+        sent.and(read).map_err(io_err)?;
         return Err(io_err(std::io::Error::new(
             ErrorKind::UnexpectedEof,
             "it closed the connection",

@@ -571,12 +571,16 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 async fn serve_connection(daemon: Arc<Daemon>, stream: UnixStream) {
     let peer_ok = stream.peer_cred().is_ok_and(|c| c.uid() == daemon.uid);
     let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
     if !peer_ok {
+        // Take the request off the wire first, so the refusal is its reply rather than
+        // a reset the client would see as a broken pipe; then hang up.
+        let mut line = zeroize::Zeroizing::new(Vec::new());
+        let _ = tokio::time::timeout(READ_TIMEOUT, read_line(&mut reader, &mut line)).await;
         let e = Error::noperm("permission denied: this daemon serves only its own user");
         let _ = write.write_all(&encode(&Reply::error(&e))).await;
         return;
     }
-    let mut reader = BufReader::new(read);
     loop {
         let mut line = zeroize::Zeroizing::new(Vec::new());
         let read = tokio::time::timeout(READ_TIMEOUT, read_line(&mut reader, &mut line)).await;
