@@ -378,3 +378,79 @@ fn socket_activation_and_readiness_are_spoken_as_systemd_expects() {
         "the socket belongs to systemd: left in place"
     );
 }
+
+/// A FAKE token endpoint (faults a real server will not produce on demand): answers
+/// every request with 503 after `delay`, and counts the requests.
+fn failing_endpoint(delay: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let count = std::sync::Arc::new(AtomicU32::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let c = count.clone();
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            let app = axum::Router::new().route(
+                "/token",
+                axum::routing::post(move || {
+                    let c = c.clone();
+                    async move {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "down for maintenance",
+                        )
+                    }
+                }),
+            );
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(l, app).await.unwrap();
+        })
+    });
+    (format!("http://{addr}/token"), count)
+}
+
+#[test]
+fn during_an_outage_calls_queued_behind_a_failing_refresh_send_nothing_more() {
+    use std::sync::atomic::Ordering;
+    let (url, count) = failing_endpoint(Duration::from_millis(700));
+    let env = Env::with_file_store(&format!(
+        "[accounts.o]\nuser = \"o@example.test\"\nauth_url = \"http://127.0.0.1:9/auth\"\n\
+         token_url = \"{url}\"\nclient_id = \"c\"\nscopes = [\"mail\"]\n"
+    ));
+    std::fs::create_dir_all(env.tokens_path().parent().unwrap()).unwrap();
+    std::fs::write(
+        env.tokens_path(),
+        r#"{"version":1,"accounts":{"o":{"refresh_token":"rt","access_token":"old","obtained_at":1000,"expires_at":4600,"logged_in_at":1000}}}"#,
+    )
+    .unwrap();
+    let _daemon = env.serve();
+    // The refresher starts the first attempt at once; ten calls arrive while it hangs.
+    std::thread::sleep(Duration::from_millis(100));
+    let children: Vec<_> = (0..10)
+        .map(|_| {
+            env.cmd()
+                .args(["token", "o"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let o = c.wait_with_output().unwrap();
+        assert_exit(&o, 75);
+        assert!(stderr(&o).contains("HTTP 503"), "{}", stderr(&o));
+    }
+    // And calls during the backoff say when the next attempt is, without sending one.
+    let o = env.run(&["token", "o"]);
+    assert_exit(&o, 75);
+    assert!(stderr(&o).contains("next attempt in"), "{}", stderr(&o));
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        1,
+        "one request for the refresher and all eleven calls"
+    );
+    assert_eq!(env.stored("o")["refresh_token"], "rt");
+}
