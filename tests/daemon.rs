@@ -5,6 +5,7 @@
 mod common;
 
 use common::authserver;
+use common::fake;
 use common::mailtoken::*;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -379,42 +380,15 @@ fn socket_activation_and_readiness_are_spoken_as_systemd_expects() {
     );
 }
 
-/// A FAKE token endpoint (faults a real server will not produce on demand): answers
-/// every request with 503 after `delay`, and counts the requests.
-fn failing_endpoint(delay: Duration) -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    let count = std::sync::Arc::new(AtomicU32::new(0));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    let c = count.clone();
-    std::thread::spawn(move || {
-        rt().block_on(async move {
-            let app = axum::Router::new().route(
-                "/token",
-                axum::routing::post(move || {
-                    let c = c.clone();
-                    async move {
-                        c.fetch_add(1, Ordering::SeqCst);
-                        tokio::time::sleep(delay).await;
-                        (
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "down for maintenance",
-                        )
-                    }
-                }),
-            );
-            let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(l, app).await.unwrap();
-        })
-    });
-    (format!("http://{addr}/token"), count)
-}
-
 #[test]
 fn during_an_outage_calls_queued_behind_a_failing_refresh_send_nothing_more() {
-    use std::sync::atomic::Ordering;
-    let (url, count) = failing_endpoint(Duration::from_millis(700));
+    let fake = fake::token_endpoint(
+        503,
+        "text/plain",
+        "down for maintenance",
+        Duration::from_millis(700),
+    );
+    let url = &fake.url;
     let env = Env::with_file_store(&format!(
         "[accounts.o]\nuser = \"o@example.test\"\nauth_url = \"http://127.0.0.1:9/auth\"\n\
          token_url = \"{url}\"\nclient_id = \"c\"\nscopes = [\"mail\"]\n"
@@ -448,7 +422,7 @@ fn during_an_outage_calls_queued_behind_a_failing_refresh_send_nothing_more() {
     assert_exit(&o, 75);
     assert!(stderr(&o).contains("next attempt in"), "{}", stderr(&o));
     assert_eq!(
-        count.load(Ordering::SeqCst),
+        fake.requests(),
         1,
         "one request for the refresher and all eleven calls"
     );

@@ -5,39 +5,9 @@
 
 mod common;
 
+use common::fake;
 use common::mailtoken::*;
 use std::time::Duration;
-
-/// A fake token endpoint answering every POST with `status`, `content_type`, `body`
-/// after `delay`. Returns its URL; the server lives until the test process ends.
-fn fake_token_endpoint(
-    status: u16,
-    content_type: &'static str,
-    body: &'static str,
-    delay: Duration,
-) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        rt().block_on(async move {
-            let app = axum::Router::new().route(
-                "/token",
-                axum::routing::post(move || async move {
-                    tokio::time::sleep(delay).await;
-                    (
-                        axum::http::StatusCode::from_u16(status).unwrap(),
-                        [(axum::http::header::CONTENT_TYPE, content_type)],
-                        body,
-                    )
-                }),
-            );
-            let l = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(l, app).await.unwrap();
-        })
-    });
-    format!("http://{addr}/token")
-}
 
 const RT: &str = "stored-refresh-token-must-survive";
 
@@ -69,13 +39,13 @@ fn assert_refresh_token_kept(env: &Env) {
 
 #[test]
 fn a_503_is_a_temporary_failure_and_keeps_the_refresh_token() {
-    let url = fake_token_endpoint(
+    let endpoint = fake::token_endpoint(
         503,
         "text/html",
         "<html><title>Service Unavailable</title></html>",
         Duration::ZERO,
     );
-    let env = seeded(&url, "5s");
+    let env = seeded(&endpoint.url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 75);
     let e = stderr(&o);
@@ -96,8 +66,8 @@ fn a_503_is_a_temporary_failure_and_keeps_the_refresh_token() {
 
 #[test]
 fn a_hang_past_the_timeout_is_a_temporary_failure() {
-    let url = fake_token_endpoint(200, "application/json", "{}", Duration::from_secs(30));
-    let env = seeded(&url, "1s");
+    let endpoint = fake::token_endpoint(200, "application/json", "{}", Duration::from_secs(30));
+    let env = seeded(&endpoint.url, "1s");
     let start = std::time::Instant::now();
     let o = env.run(&["token", "f"]);
     assert!(start.elapsed() < Duration::from_secs(10), "gave up in time");
@@ -112,13 +82,13 @@ fn a_hang_past_the_timeout_is_a_temporary_failure() {
 
 #[test]
 fn html_instead_of_json_is_named_as_such() {
-    let url = fake_token_endpoint(
+    let endpoint = fake::token_endpoint(
         200,
         "text/html",
         "<html><head><title>Hotel Wi-Fi Login</title></head></html>",
         Duration::ZERO,
     );
-    let env = seeded(&url, "5s");
+    let env = seeded(&endpoint.url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 75);
     let e = stderr(&o);
@@ -132,13 +102,13 @@ fn html_instead_of_json_is_named_as_such() {
 
 #[test]
 fn a_200_without_access_token_is_refused_without_echoing_the_body() {
-    let url = fake_token_endpoint(
+    let endpoint = fake::token_endpoint(
         200,
         "application/json",
         r#"{"token_type":"Bearer","refresh_token":"leaked-secret"}"#,
         Duration::ZERO,
     );
-    let env = seeded(&url, "5s");
+    let env = seeded(&endpoint.url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 75);
     let e = stderr(&o);
@@ -152,13 +122,13 @@ fn a_200_without_access_token_is_refused_without_echoing_the_body() {
 
 #[test]
 fn garbage_json_is_refused() {
-    let url = fake_token_endpoint(
+    let endpoint = fake::token_endpoint(
         200,
         "application/json",
         "{\"access_token\": ",
         Duration::ZERO,
     );
-    let env = seeded(&url, "5s");
+    let env = seeded(&endpoint.url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 75);
     assert_refresh_token_kept(&env);
@@ -176,13 +146,13 @@ fn a_connection_refused_is_a_temporary_failure() {
 
 #[test]
 fn invalid_client_is_a_configuration_error() {
-    let url = fake_token_endpoint(
+    let endpoint = fake::token_endpoint(
         401,
         "application/json",
         r#"{"error":"invalid_client","error_description":"client authentication failed"}"#,
         Duration::ZERO,
     );
-    let env = seeded(&url, "5s");
+    let env = seeded(&endpoint.url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 78);
     assert!(
@@ -195,13 +165,13 @@ fn invalid_client_is_a_configuration_error() {
 
 #[test]
 fn a_response_without_expires_in_is_accepted_with_an_assumed_lifetime() {
-    let url = fake_token_endpoint(
+    let endpoint = fake::token_endpoint(
         200,
         "application/json",
         r#"{"access_token":"fresh-token","token_type":"Bearer"}"#,
         Duration::ZERO,
     );
-    let env = seeded(&url, "5s");
+    let env = seeded(&endpoint.url, "5s");
     let o = env.run(&["token", "f"]);
     assert_exit(&o, 0);
     assert_eq!(stdout(&o), "fresh-token\n");

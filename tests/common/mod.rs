@@ -2,4 +2,5 @@
 //! `mod common;` and use e.g. `common::authserver::Browser`.
 
 pub mod authserver;
+pub mod fake;
 pub mod mailtoken;

@@ -1,0 +1,61 @@
+//! A FAKE token endpoint, for faults a real authorization server will not produce on
+//! demand (a 503, a hang, an HTML page, a body without a token). Every request is
+//! answered the same way after `delay`, and counted.
+
+#![allow(dead_code)]
+
+use super::mailtoken::rt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub struct FakeEndpoint {
+    pub url: String,
+    count: Arc<AtomicU32>,
+}
+
+impl FakeEndpoint {
+    /// Requests received so far.
+    pub fn requests(&self) -> u32 {
+        self.count.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves POST /token on an ephemeral loopback port until the test process ends.
+pub fn token_endpoint(
+    status: u16,
+    content_type: &'static str,
+    body: &'static str,
+    delay: Duration,
+) -> FakeEndpoint {
+    let count = Arc::new(AtomicU32::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let c = count.clone();
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            let app = axum::Router::new().route(
+                "/token",
+                axum::routing::post(move || {
+                    let c = c.clone();
+                    async move {
+                        c.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(delay).await;
+                        (
+                            axum::http::StatusCode::from_u16(status).unwrap(),
+                            [(axum::http::header::CONTENT_TYPE, content_type)],
+                            body,
+                        )
+                    }
+                }),
+            );
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(l, app).await.unwrap();
+        })
+    });
+    FakeEndpoint {
+        url: format!("http://{addr}/token"),
+        count,
+    }
+}
