@@ -5,7 +5,6 @@ mod common;
 
 use common::authserver::{self, Browser, Decision};
 use common::mailtoken::*;
-use std::process::Stdio;
 use std::time::Duration;
 
 fn introspect(token: &str) -> serde_json::Value {
@@ -222,14 +221,7 @@ fn denied_consent_gives_77_with_the_providers_words() {
 fn a_redirect_with_a_wrong_state_is_refused_and_the_real_one_still_succeeds() {
     let login = unique_login("state");
     let env = Env::with_file_store(&account_toml("st", &login, Client::Native));
-    let mut child = env
-        .cmd()
-        .args(["login", "st", "--no-browser", "--timeout", "60s"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (url, rest) = read_auth_url(&mut child);
+    let (mut child, url, rest) = env.start_login(&["st", "--no-browser", "--timeout", "60s"]);
     let redirect = rt()
         .block_on(Browser::new().authorize(&url, &login, Decision::Approve))
         .unwrap();
@@ -268,15 +260,7 @@ fn a_redirect_with_a_wrong_state_is_refused_and_the_real_one_still_succeeds() {
 fn paste_login_takes_the_redirected_url_from_stdin() {
     let login = unique_login("paste");
     let env = Env::with_file_store(&account_toml("p", &login, Client::Native));
-    let mut child = env
-        .cmd()
-        .args(["login", "p", "--paste", "--timeout", "60s"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (url, rest) = read_auth_url(&mut child);
+    let (mut child, url, rest) = env.start_login(&["p", "--paste", "--timeout", "60s"]);
     let redirect = rt()
         .block_on(Browser::new().authorize(&url, &login, Decision::Approve))
         .unwrap();
@@ -291,15 +275,7 @@ fn paste_login_takes_the_redirected_url_from_stdin() {
 fn paste_login_refuses_a_url_with_the_wrong_state_as_bad_input() {
     let login = unique_login("pastebad");
     let env = Env::with_file_store(&account_toml("pb", &login, Client::Native));
-    let mut child = env
-        .cmd()
-        .args(["login", "pb", "--paste", "--port", "45123"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (url, rest) = read_auth_url(&mut child);
+    let (mut child, url, rest) = env.start_login(&["pb", "--paste", "--port", "45123"]);
     assert!(
         url.contains("redirect_uri=http%3A%2F%2F127.0.0.1%3A45123%2F"),
         "{url}"

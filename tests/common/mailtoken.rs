@@ -146,6 +146,22 @@ impl Env {
         self.login_with(account, login, Decision::Approve, &[])
     }
 
+    /// Starts `mailtoken login ARGS...` with piped stdio and reads the authorization URL
+    /// it prints; returns the child, the URL and a thread gathering the rest of stderr.
+    pub fn start_login(&self, args: &[&str]) -> (Child, String, std::thread::JoinHandle<String>) {
+        let mut child = self
+            .cmd()
+            .arg("login")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (url, rest) = read_auth_url(&mut child);
+        (child, url, rest)
+    }
+
     pub fn login_with(
         &self,
         account: &str,
@@ -153,15 +169,9 @@ impl Env {
         decision: Decision,
         extra: &[&str],
     ) -> Output {
-        let mut child = self
-            .cmd()
-            .args(["login", account, "--no-browser", "--timeout", "60s"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (url, stderr_rest) = read_auth_url(&mut child);
+        let mut args = vec![account, "--no-browser", "--timeout", "60s"];
+        args.extend_from_slice(extra);
+        let (child, url, stderr_rest) = self.start_login(&args);
         let redirect = rt()
             .block_on(Browser::new().authorize(&url, login, decision))
             .unwrap();
