@@ -9,7 +9,6 @@ use crate::error::{Error, Result};
 use crate::lock;
 use crate::oauth::{OAuthClient, TokenGrant};
 use crate::record::{self, LastError, TokenRecord};
-use crate::secret::Secret;
 use crate::store::{self, TokenStore};
 use std::time::Duration;
 
@@ -18,15 +17,6 @@ pub struct Broker {
     store: Box<dyn TokenStore>,
     /// A one-line notice about the store choice (the file fallback), for people.
     pub store_notice: Option<String>,
-}
-
-/// How a [`Broker::access_token`] call was answered, for logs and tests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    Cache,
-    /// Another process refreshed while we waited for the lock.
-    Peer,
-    Refreshed,
 }
 
 impl Broker {
@@ -59,16 +49,12 @@ impl Broker {
 
     /// A record whose access token stays valid for `min_valid` (or half its lifetime),
     /// refreshing first if needed.
-    pub fn access_token(
-        &self,
-        account: &Account,
-        min_valid: Duration,
-    ) -> Result<(TokenRecord, Source)> {
+    pub fn access_token(&self, account: &Account, min_valid: Duration) -> Result<TokenRecord> {
         let rec = self
             .load(account)?
             .ok_or_else(|| not_logged_in(account, &*self.store))?;
         if rec.usable_access_token(record::now(), min_valid).is_some() {
-            return Ok((rec, Source::Cache));
+            return Ok(rec);
         }
         if rec.refresh_token.is_none() {
             return Err(no_refresh_token(account));
@@ -79,10 +65,9 @@ impl Broker {
             .load(account)?
             .ok_or_else(|| not_logged_in(account, &*self.store))?;
         if rec.usable_access_token(record::now(), min_valid).is_some() {
-            return Ok((rec, Source::Peer));
+            return Ok(rec);
         }
-        let rec = self.refresh_locked(account, rec)?;
-        Ok((rec, Source::Refreshed))
+        self.refresh_locked(account, rec)
     }
 
     /// Refreshes now (the daemon's refresh-ahead), unless another process stored a newer
@@ -270,9 +255,4 @@ pub fn missing_refresh_token_hint(account: &Account) -> String {
     } else {
         String::new()
     }
-}
-
-/// A refresh token held by the broker, for callers that need the raw value (tests).
-pub fn expose_refresh_token(rec: &TokenRecord) -> Option<&Secret> {
-    rec.refresh_token.as_ref()
 }

@@ -45,7 +45,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             let broker = open_broker(false)?;
             let acct = broker.account(&account)?;
-            let (rec, _) = broker.access_token(acct, min_valid)?;
+            let rec = broker.access_token(acct, min_valid)?;
             let out = render(format, acct, &rec, for_proto)?;
             print_stdout(&out)
         }

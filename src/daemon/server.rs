@@ -130,6 +130,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+impl SlotState {
+    /// When the refresher should refresh next: the schedule, or the end of a backoff if
+    /// later; never while only a login can help.
+    fn refresh_due(&self) -> Option<u64> {
+        if self.needs_login {
+            return None;
+        }
+        let at = schedule::refresh_at(self.record.as_ref()?, self.longest_min_valid)?;
+        Some(at.max(self.retry_at.unwrap_or(0)))
+    }
+}
+
 impl Slot {
     fn bump(&self) {
         self.changed.send_modify(|g| *g = g.wrapping_add(1));
@@ -401,18 +413,7 @@ impl Daemon {
                 let _ = changes.changed().await;
                 continue;
             }
-            let due = {
-                let st = lock(&slot.state);
-                if st.needs_login {
-                    None
-                } else {
-                    let at = st
-                        .record
-                        .as_ref()
-                        .and_then(|r| schedule::refresh_at(r, st.longest_min_valid));
-                    at.map(|at| at.max(st.retry_at.unwrap_or(0)))
-                }
-            };
+            let due = lock(&slot.state).refresh_due();
             let Some(due) = due else {
                 if changes.changed().await.is_err() {
                     return;
@@ -425,21 +426,15 @@ impl Daemon {
                     _ = sleep_until_wall(due) => {}
                 }
             }
-            let _gate = slot.gate.lock().await;
+            let gate = slot.gate.lock().await;
             // Still due? A request may have refreshed while we slept or queued.
-            let still_due = {
-                let st = lock(&slot.state);
-                let at = st
-                    .record
-                    .as_ref()
-                    .and_then(|r| schedule::refresh_at(r, st.longest_min_valid));
-                !st.needs_login
-                    && at.is_some_and(|at| at.max(st.retry_at.unwrap_or(0)) <= record::now())
-            };
+            let still_due = lock(&slot.state)
+                .refresh_due()
+                .is_some_and(|at| at <= record::now());
             if still_due {
                 let _ = self.refresh(&broker, &account, &slot).await;
             }
-            drop(_gate);
+            drop(gate);
             changes.mark_unchanged();
         }
     }

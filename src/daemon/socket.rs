@@ -4,10 +4,10 @@
 //! passes in (socket activation), and the readiness notice for `Type=notify`.
 
 use crate::error::{Error, Result};
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{Read, Seek, Write};
 use std::os::fd::FromRawFd;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 pub struct Socket {
@@ -40,13 +40,7 @@ impl Socket {
             .unwrap_or(Path::new("."));
         private_dir(dir)?;
         let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-        let mut lock = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&lock_path)
+        let mut lock = crate::lock::open_lock_file(&lock_path)
             .map_err(|e| Error::io(format!("cannot open {}: {e}", lock_path.display())))?;
         if lock.try_lock().is_err() {
             let mut pid = String::new();
@@ -111,10 +105,7 @@ impl Drop for Socket {
 /// The directory holding the socket: created 0700, and refused when someone else owns
 /// it or others can enter it (another user could then replace our socket).
 fn private_dir(dir: &Path) -> Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    crate::lock::create_private_dir(dir)
         .map_err(|e| Error::io(format!("cannot create {}: {e}", dir.display())))?;
     let meta = fs::metadata(dir).map_err(|e| Error::io(format!("{}: {e}", dir.display())))?;
     let me = unsafe { libc::geteuid() };
