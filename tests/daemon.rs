@@ -388,24 +388,14 @@ fn during_an_outage_calls_queued_behind_a_failing_refresh_send_nothing_more() {
         "down for maintenance",
         Duration::from_millis(700),
     );
-    let url = &fake.url;
-    let env = Env::with_file_store(&format!(
-        "[accounts.o]\nuser = \"o@example.test\"\nauth_url = \"http://127.0.0.1:9/auth\"\n\
-         token_url = \"{url}\"\nclient_id = \"c\"\nscopes = [\"mail\"]\n"
-    ));
-    std::fs::create_dir_all(env.tokens_path().parent().unwrap()).unwrap();
-    std::fs::write(
-        env.tokens_path(),
-        r#"{"version":1,"accounts":{"o":{"refresh_token":"rt","access_token":"old","obtained_at":1000,"expires_at":4600,"logged_in_at":1000}}}"#,
-    )
-    .unwrap();
+    let env = fake::seeded(&fake.url, "10s");
     let _daemon = env.serve();
     // The refresher starts the first attempt at once; ten calls arrive while it hangs.
     std::thread::sleep(Duration::from_millis(100));
     let children: Vec<_> = (0..10)
         .map(|_| {
             env.cmd()
-                .args(["token", "o"])
+                .args(["token", "f"])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -418,7 +408,7 @@ fn during_an_outage_calls_queued_behind_a_failing_refresh_send_nothing_more() {
         assert!(stderr(&o).contains("HTTP 503"), "{}", stderr(&o));
     }
     // And calls during the backoff say when the next attempt is, without sending one.
-    let o = env.run(&["token", "o"]);
+    let o = env.run(&["token", "f"]);
     assert_exit(&o, 75);
     assert!(stderr(&o).contains("next attempt in"), "{}", stderr(&o));
     assert_eq!(
@@ -426,5 +416,5 @@ fn during_an_outage_calls_queued_behind_a_failing_refresh_send_nothing_more() {
         1,
         "one request for the refresher and all eleven calls"
     );
-    assert_eq!(env.stored("o")["refresh_token"], "rt");
+    assert_eq!(env.stored("f")["refresh_token"], fake::RT);
 }

@@ -9,28 +9,7 @@ use common::fake;
 use common::mailtoken::*;
 use std::time::Duration;
 
-const RT: &str = "stored-refresh-token-must-survive";
-
-/// A world with one account whose access token has expired and whose refresh token is
-/// stored, pointing at `token_url`.
-fn seeded(token_url: &str, timeout: &str) -> Env {
-    let env = Env::new(
-        &format!("timeout = \"{timeout}\"\n[store]\nkind = \"file\"\n"),
-        &format!(
-            "[accounts.f]\nuser = \"f@example.test\"\nauth_url = \"http://127.0.0.1:9/auth\"\n\
-             token_url = \"{token_url}\"\nclient_id = \"c\"\nscopes = [\"mail\"]\n"
-        ),
-    );
-    std::fs::create_dir_all(env.tokens_path().parent().unwrap()).unwrap();
-    std::fs::write(
-        env.tokens_path(),
-        format!(
-            r#"{{"version":1,"accounts":{{"f":{{"refresh_token":"{RT}","access_token":"old","obtained_at":1000,"expires_at":4600,"logged_in_at":1000}}}}}}"#
-        ),
-    )
-    .unwrap();
-    env
-}
+use fake::{RT, seeded};
 
 #[track_caller]
 fn assert_refresh_token_kept(env: &Env) {

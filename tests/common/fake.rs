@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use super::mailtoken::rt;
+use super::mailtoken::{Env, rt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -58,4 +58,28 @@ pub fn token_endpoint(
         url: format!("http://{addr}/token"),
         count,
     }
+}
+
+/// The refresh token [`seeded`] stores; it must survive every fault.
+pub const RT: &str = "stored-refresh-token-must-survive";
+
+/// A world with one account `f` whose access token has expired and whose refresh token
+/// is stored, its token endpoint at `token_url` (usually a [`token_endpoint`]).
+pub fn seeded(token_url: &str, timeout: &str) -> Env {
+    let env = Env::new(
+        &format!("timeout = \"{timeout}\"\n[store]\nkind = \"file\"\n"),
+        &format!(
+            "[accounts.f]\nuser = \"f@example.test\"\nauth_url = \"http://127.0.0.1:9/auth\"\n\
+             token_url = \"{token_url}\"\nclient_id = \"c\"\nscopes = [\"mail\"]\n"
+        ),
+    );
+    std::fs::create_dir_all(env.tokens_path().parent().unwrap()).unwrap();
+    std::fs::write(
+        env.tokens_path(),
+        format!(
+            r#"{{"version":1,"accounts":{{"f":{{"refresh_token":"{RT}","access_token":"old","obtained_at":1000,"expires_at":4600,"logged_in_at":1000}}}}}}"#
+        ),
+    )
+    .unwrap();
+    env
 }
