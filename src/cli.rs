@@ -2,6 +2,7 @@
 //! and `man` (and tests) see exactly what the binary parses.
 
 use clap::{Parser, Subcommand, ValueEnum};
+use std::ffi::OsString;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -94,6 +95,122 @@ pub enum ForProto {
     Smtp,
 }
 
+impl Format {
+    /// The name on the command line and in the daemon protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Raw => "raw",
+            Format::Xoauth2 => "xoauth2",
+            Format::Oauthbearer => "oauthbearer",
+            Format::Json => "json",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<Format> {
+        [
+            Format::Raw,
+            Format::Xoauth2,
+            Format::Oauthbearer,
+            Format::Json,
+        ]
+        .into_iter()
+        .find(|f| f.as_str() == s)
+    }
+}
+
+impl ForProto {
+    /// The name on the command line and in the daemon protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForProto::Imap => "imap",
+            ForProto::Pop => "pop",
+            ForProto::Smtp => "smtp",
+        }
+    }
+
+    fn from_name(s: &str) -> Option<ForProto> {
+        [ForProto::Imap, ForProto::Pop, ForProto::Smtp]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+    }
+}
+
+/// The arguments of `mailtoken token`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenArgs {
+    pub account: String,
+    pub format: Format,
+    pub min_valid: Duration,
+    pub for_proto: ForProto,
+    pub wait: Duration,
+}
+
+impl Default for TokenArgs {
+    /// The defaults clap gives `token` (checked against it in the tests below).
+    fn default() -> TokenArgs {
+        TokenArgs {
+            account: String::new(),
+            format: Format::Raw,
+            min_valid: Duration::from_secs(300),
+            for_proto: ForProto::Imap,
+            wait: Duration::ZERO,
+        }
+    }
+}
+
+/// `token ACCOUNT [OPTIONS]` parsed without clap, for the hot path: a mail program runs
+/// this on every connection, and building clap's parser costs more than the rest of the
+/// call through the daemon. `args` excludes the program name. `None` means "not the
+/// plain form": anything unusual (help, a repeated or unknown option, a bad value, a
+/// value starting with `-`, `--`) is left to clap, which parses it or explains the
+/// mistake. So this never accepts what clap would refuse, nor reads anything differently.
+pub fn quick_token(args: &[OsString]) -> Option<TokenArgs> {
+    let mut args = args.iter().map(|a| a.to_str());
+    if args.next()?? != "token" {
+        return None;
+    }
+    let mut t = TokenArgs::default();
+    let (mut account, mut seen) = (None, [false; 4]);
+    while let Some(arg) = args.next() {
+        let arg = arg?;
+        if !arg.starts_with('-') {
+            if account.replace(arg).is_some() {
+                return None;
+            }
+            continue;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v)),
+            _ => (arg, None),
+        };
+        let slot = match name {
+            "--format" | "-f" => 0,
+            "--min-valid" => 1,
+            "--for" => 2,
+            "--wait" => 3,
+            _ => return None,
+        };
+        if std::mem::replace(&mut seen[slot], true) {
+            return None;
+        }
+        let value = match inline {
+            Some(v) => v,
+            None => args.next()??,
+        };
+        if value.is_empty() || value.starts_with('-') {
+            return None;
+        }
+        match slot {
+            0 => t.format = Format::from_name(value)?,
+            1 => t.min_valid = parse_duration(value).ok()?,
+            2 => t.for_proto = ForProto::from_name(value)?,
+            _ => t.wait = parse_duration(value).ok()?,
+        }
+    }
+    t.account = account?.to_owned();
+    Some(t)
+}
+
 /// "5m", "90s", "1h 30m", or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if let Ok(n) = s.trim().parse::<u64>() {
@@ -110,6 +227,97 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn os(args: &[&str]) -> Vec<OsString> {
+        args.iter().map(OsString::from).collect()
+    }
+
+    /// What clap makes of `mailtoken ARGS`, when it is a `token` command.
+    fn clap_token(args: &[&str]) -> Option<TokenArgs> {
+        let argv = std::iter::once("mailtoken").chain(args.iter().copied());
+        match Cli::try_parse_from(argv).ok()?.command {
+            Command::Token {
+                account,
+                format,
+                min_valid,
+                for_proto,
+                wait,
+            } => Some(TokenArgs {
+                account,
+                format,
+                min_valid,
+                for_proto,
+                wait,
+            }),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn quick_token_agrees_with_clap() {
+        let accepted: &[&[&str]] = &[
+            &["token", "work"],
+            &["token", "work", "--format", "xoauth2"],
+            &["token", "--format=oauthbearer", "work", "--for", "smtp"],
+            &["token", "-f", "json", "work"],
+            &["token", "work", "--min-valid", "10m", "--wait=5s"],
+            &[
+                "token",
+                "work",
+                "--min-valid=90",
+                "--for=pop",
+                "--wait",
+                "1h 30m",
+            ],
+            &["token", "gmail.personal"],
+        ];
+        for args in accepted {
+            let quick = quick_token(&os(args));
+            assert!(quick.is_some(), "{args:?} should take the quick path");
+            assert_eq!(quick, clap_token(args), "{args:?}");
+        }
+        assert_eq!(
+            quick_token(&os(&["token", "w"])),
+            Some(TokenArgs {
+                account: "w".into(),
+                ..TokenArgs::default()
+            })
+        );
+        // Left to clap: it either parses them (the same way) or refuses them.
+        let declined: &[&[&str]] = &[
+            &["token"],
+            &["token", "a", "b"],
+            &["token", "--help"],
+            &["token", "-h"],
+            &["token", "work", "--format", "XOAUTH2"],
+            &["token", "work", "--format", "plain"],
+            &["token", "work", "--format"],
+            &["token", "work", "--format", "raw", "--format", "json"],
+            &["token", "work", "--min-valid", "soon"],
+            &["token", "work", "--wait", "-1"],
+            &["token", "work", "--wait="],
+            &["token", "work", "--", "x"],
+            &["token", "--", "-work"],
+            &["token", "work", "-fjson"],
+            &["token", "work", "--verbose"],
+            &["status", "work"],
+            &["--version"],
+            &[],
+        ];
+        for args in declined {
+            assert_eq!(quick_token(&os(args)), None, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn names_match_clap() {
+        for f in Format::value_variants() {
+            assert_eq!(f.to_possible_value().unwrap().get_name(), f.as_str());
+        }
+        for p in ForProto::value_variants() {
+            assert_eq!(p.to_possible_value().unwrap().get_name(), p.as_str());
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! except the listings (`status`, `providers`) that are the command's whole point.
 
 use crate::broker::Broker;
-use crate::cli::{Cli, Command, ForProto, Format};
+use crate::cli::{Cli, Command, ForProto, Format, TokenArgs};
 use crate::config::{Account, Config, Proto, Server, Tls};
 use crate::daemon::client;
 use crate::daemon::protocol::{self, Op, Request};
@@ -12,7 +12,7 @@ use crate::login::{LoginOptions, login};
 use crate::providers;
 use crate::record::{self, TokenRecord};
 use crate::sasl;
-use clap::{CommandFactory, ValueEnum};
+use clap::CommandFactory;
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
 use zeroize::Zeroizing;
@@ -25,30 +25,13 @@ pub fn run(cli: Cli) -> Result<()> {
             min_valid,
             for_proto,
             wait,
-        } => {
-            // The daemon answers from memory; no config, keyring or TLS on this path.
-            let req = Request {
-                v: protocol::VERSION,
-                op: Op::Token {
-                    account: account.clone(),
-                    format: value_name(format),
-                    min_valid: min_valid.as_secs(),
-                    for_proto: Some(value_name(for_proto)),
-                    wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                },
-            };
-            if let Some(reply) = client::ask(&req, wait)? {
-                return match reply.credential {
-                    Some(c) if reply.ok => print_stdout(&Zeroizing::new(c + "\n")),
-                    _ => Err(reply.into_error()),
-                };
-            }
-            let broker = open_broker(false)?;
-            let acct = broker.account(&account)?;
-            let rec = broker.access_token(acct, min_valid)?;
-            let out = render(format, acct, &rec, for_proto)?;
-            print_stdout(&out)
-        }
+        } => token(TokenArgs {
+            account,
+            format,
+            min_valid,
+            for_proto,
+            wait,
+        }),
         Command::Login {
             account,
             no_browser,
@@ -148,6 +131,32 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// `mailtoken token`: from the daemon when one answers (no config, keyring or TLS on
+/// that path), else in this process through the same Broker.
+pub fn token(args: TokenArgs) -> Result<()> {
+    let req = Request {
+        v: protocol::VERSION,
+        op: Op::Token {
+            account: args.account.clone(),
+            format: args.format.as_str().to_owned(),
+            min_valid: args.min_valid.as_secs(),
+            for_proto: Some(args.for_proto.as_str().to_owned()),
+            wait_ms: u64::try_from(args.wait.as_millis()).unwrap_or(u64::MAX),
+        },
+    };
+    if let Some(reply) = client::ask(&req, args.wait)? {
+        return match reply.credential {
+            Some(c) if reply.ok => print_stdout(&Zeroizing::new(c + "\n")),
+            _ => Err(reply.into_error()),
+        };
+    }
+    let broker = open_broker(false)?;
+    let acct = broker.account(&args.account)?;
+    let rec = broker.access_token(acct, args.min_valid)?;
+    let out = render(args.format, acct, &rec, args.for_proto)?;
+    print_stdout(&out)
+}
+
 fn open_broker(show_notice: bool) -> Result<Broker> {
     let broker = Broker::open(Config::load_default()?)?;
     // Not for `token`: a password command's stderr lands in the mail program's screen
@@ -219,13 +228,6 @@ fn tell_daemon(op: Op) {
         },
         Duration::ZERO,
     );
-}
-
-/// The name clap shows for a value (`raw`, `oauthbearer`, `imap`), as the protocol carries it.
-fn value_name<T: ValueEnum>(v: T) -> String {
-    v.to_possible_value()
-        .map(|p| p.get_name().to_owned())
-        .unwrap_or_default()
 }
 
 fn status_text(rows: &[StatusRow], json: bool, config: Option<&std::path::Path>) -> Result<String> {
