@@ -59,6 +59,38 @@ pub enum Command {
         #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
         wait: Duration,
     },
+    /// Log in to the account's IMAP, POP3 and SMTP servers for real, and explain what
+    /// is wrong when a server refuses.
+    Verify {
+        account: String,
+        /// Check IMAP (with none of --imap, --pop, --smtp: every server the account has).
+        #[arg(long)]
+        imap: bool,
+        /// Check POP3.
+        #[arg(long)]
+        pop: bool,
+        /// Check SMTP submission.
+        #[arg(long)]
+        smtp: bool,
+        /// Check this server instead of the account's (with one of --imap, --pop, --smtp).
+        #[arg(long, value_name = "HOST")]
+        host: Option<String>,
+        /// The port (with --host: default from the protocol and --tls).
+        #[arg(long, value_name = "N")]
+        port: Option<u16>,
+        /// implicit (TLS from the start: 465, 993, 995) or starttls (587, 143, 110).
+        #[arg(long, value_enum)]
+        tls: Option<TlsMode>,
+        /// Use this SASL mechanism instead of the best one the server offers.
+        #[arg(long, value_enum)]
+        mechanism: Option<SaslMechanism>,
+        /// Give up on a server that stays silent this long (connect, handshake, each read).
+        #[arg(long, value_name = "DUR", default_value = "15s", value_parser = parse_duration)]
+        timeout: Duration,
+        /// The report as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Forget an account's tokens, revoking them at the provider when it can.
     Logout { account: String },
     /// Show each account's token state, expiry, last refresh and last error.
@@ -93,6 +125,20 @@ pub enum ForProto {
     Imap,
     Pop,
     Smtp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TlsMode {
+    Implicit,
+    Starttls,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SaslMechanism {
+    Xoauth2,
+    Oauthbearer,
+    Plain,
+    Login,
 }
 
 impl Format {

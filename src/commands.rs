@@ -3,7 +3,7 @@
 //! except the listings (`status`, `providers`) that are the command's whole point.
 
 use crate::broker::Broker;
-use crate::cli::{Cli, Command, ForProto, Format, TokenArgs};
+use crate::cli::{Cli, Command, ForProto, Format, SaslMechanism, TlsMode, TokenArgs};
 use crate::config::{Account, Config, Proto, Server, Tls};
 use crate::daemon::client;
 use crate::daemon::protocol::{self, Op, Request};
@@ -12,6 +12,7 @@ use crate::login::{LoginOptions, login};
 use crate::providers;
 use crate::record::{self, TokenRecord};
 use crate::sasl;
+use crate::verify;
 use clap::CommandFactory;
 use std::io::Write;
 use std::time::{Duration, UNIX_EPOCH};
@@ -54,6 +55,53 @@ pub fn run(cli: Cli) -> Result<()> {
             // Even a failed login may have been racing a refresh; a reload is harmless.
             tell_daemon(Op::Reload { account });
             result
+        }
+        Command::Verify {
+            account,
+            imap,
+            pop,
+            smtp,
+            host,
+            port,
+            tls,
+            mechanism,
+            timeout,
+            json,
+        } => {
+            let broker = open_broker(!json)?;
+            let acct = broker.account(&account)?;
+            let protos = [(imap, Proto::Imap), (pop, Proto::Pop), (smtp, Proto::Smtp)]
+                .into_iter()
+                .filter_map(|(on, p)| on.then_some(p))
+                .collect();
+            let opts = verify::Options {
+                protos,
+                host,
+                port,
+                tls: tls.map(|t| match t {
+                    TlsMode::Implicit => Tls::Implicit,
+                    TlsMode::Starttls => Tls::Starttls,
+                }),
+                mechanism: mechanism.map(|m| match m {
+                    SaslMechanism::Xoauth2 => verify::Mechanism::Xoauth2,
+                    SaslMechanism::Oauthbearer => verify::Mechanism::Oauthbearer,
+                    SaslMechanism::Plain => verify::Mechanism::Plain,
+                    SaslMechanism::Login => verify::Mechanism::Login,
+                }),
+                timeout,
+            };
+            let report = verify::run(&broker, acct, &opts)?;
+            if json {
+                let text = serde_json::to_string_pretty(&report)
+                    .map_err(|e| Error::software(e.to_string()))?;
+                print_stdout(&(text + "\n"))?;
+            } else {
+                print_stdout(&verify::render(&report))?;
+            }
+            if report.exit_code != 0 {
+                std::process::exit(report.exit_code);
+            }
+            Ok(())
         }
         Command::Logout { account } => {
             let broker = open_broker(true)?;
@@ -220,7 +268,7 @@ pub fn render(
 }
 
 /// Tells a running daemon about a change made in this process; without one, nothing to do.
-fn tell_daemon(op: Op) {
+pub(crate) fn tell_daemon(op: Op) {
     let _ = client::ask(
         &Request {
             v: protocol::VERSION,

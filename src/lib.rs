@@ -20,3 +20,4 @@ pub mod sasl;
 pub mod secret;
 pub mod store;
 pub mod tls;
+pub mod verify;

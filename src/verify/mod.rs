@@ -1,0 +1,664 @@
+//! `mailtoken verify`: authenticate for real against an account's IMAP, POP3 and SMTP
+//! servers, the way a mail program would, and explain what went wrong.
+//!
+//! One connection per protocol at a time (Gmail limits simultaneous IMAP sessions).
+//! When a server rejects the token with a status that says the token is bad, the token
+//! is refreshed once and the check runs again on a new connection, as sasl-xoauth2
+//! does; both dialogues are in the report.
+
+pub mod session;
+pub mod wire;
+
+use crate::broker::Broker;
+use crate::config::{Account, Proto, Tls};
+use crate::daemon::protocol::Op;
+use crate::error::{Error, ExitCode, Result};
+use crate::record::DEFAULT_MIN_VALID;
+use serde::Serialize;
+use session::{Attempt, Credential, Outcome, Target, proto_name};
+use std::fmt::Write as _;
+use std::time::Duration;
+pub use wire::Mechanism;
+
+/// What to check, from the command line.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The protocols asked for; empty means every server the account has.
+    pub protos: Vec<Proto>,
+    /// A one-off server instead of the account's (needs exactly one protocol).
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub tls: Option<Tls>,
+    pub mechanism: Option<Mechanism>,
+    /// For connecting, the handshake and every read.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub account: String,
+    pub user: String,
+    pub checks: Vec<Check>,
+    /// 0 when every check passed, else the sysexits code `verify` ends with.
+    pub exit_code: i32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub protocol: &'static str,
+    pub host: String,
+    pub port: u16,
+    pub tls: &'static str,
+    pub tls_version: Option<String>,
+    pub offered: Vec<String>,
+    pub mechanism: Option<Mechanism>,
+    pub outcome: Outcome,
+    /// True when the first attempt's token was rejected and a refreshed one was tried.
+    pub refreshed: bool,
+    /// Why getting a fresh token for the second attempt failed.
+    pub refresh_error: Option<String>,
+    pub diagnosis: String,
+    pub remedy: Option<String>,
+    /// The dialogue, credentials hidden; with a retry, the first attempt's comes first.
+    pub transcript: Vec<String>,
+    #[serde(skip)]
+    code: Option<ExitCode>,
+}
+
+/// Runs the checks. Errors are for what stops all of them (no token, bad options);
+/// a server's refusal is in the report.
+pub fn run(broker: &Broker, account: &Account, opts: &Options) -> Result<Report> {
+    let targets = targets(account, opts)?;
+    let mut rec = broker.access_token(account, DEFAULT_MIN_VALID)?;
+    let tls = crate::tls::client_config(account.ca_file.as_deref())?;
+    let rt = crate::broker::runtime()?;
+    let mut checks = Vec::new();
+    for target in targets {
+        let attempt = {
+            let token = rec
+                .access_token
+                .as_ref()
+                .ok_or_else(|| Error::software("no access token"))?;
+            let cred = Credential::OAuth {
+                user: &account.user,
+                token: token.expose(),
+            };
+            rt.block_on(session::check(
+                &target,
+                &tls,
+                &cred,
+                opts.mechanism,
+                opts.timeout,
+            ))
+        };
+        let token_rejected = matches!(
+            &attempt.outcome,
+            Outcome::Rejected { challenge: Some(c), .. } if c.token_rejected()
+        );
+        if !token_rejected {
+            checks.push(Check::new(&target, attempt, None, account));
+            continue;
+        }
+        match broker.refresh_unless_newer(account, rec.obtained_at) {
+            Ok(fresh) => {
+                rec = fresh;
+                crate::commands::tell_daemon(Op::Reload {
+                    account: account.name.clone(),
+                });
+                let token = rec
+                    .access_token
+                    .as_ref()
+                    .ok_or_else(|| Error::software("no access token"))?;
+                let cred = Credential::OAuth {
+                    user: &account.user,
+                    token: token.expose(),
+                };
+                let second = rt.block_on(session::check(
+                    &target,
+                    &tls,
+                    &cred,
+                    opts.mechanism,
+                    opts.timeout,
+                ));
+                checks.push(Check::new(&target, second, Some((attempt, None)), account));
+            }
+            Err(e) => {
+                checks.push(Check::new(
+                    &target,
+                    attempt,
+                    Some((Attempt::empty(), Some(e))),
+                    account,
+                ));
+            }
+        }
+    }
+    let exit_code = exit_code(&checks);
+    Ok(Report {
+        account: account.name.clone(),
+        user: account.user.clone(),
+        checks,
+        exit_code,
+    })
+}
+
+/// 77 when a server refused the credential, 78 when the account's settings are wrong
+/// (the port speaks the other TLS mode), 69 when a server could not be reached or
+/// trusted, 75 on a timeout; the most pressing wins.
+fn exit_code(checks: &[Check]) -> i32 {
+    let codes: Vec<ExitCode> = checks.iter().filter_map(|c| c.code).collect();
+    [
+        ExitCode::NoPerm,
+        ExitCode::Config,
+        ExitCode::Unavailable,
+        ExitCode::TempFail,
+    ]
+    .into_iter()
+    .find(|c| codes.contains(c))
+    .map_or(0, |c| c as i32)
+}
+
+/// The servers to check.
+fn targets(account: &Account, opts: &Options) -> Result<Vec<Target>> {
+    if let Some(host) = &opts.host {
+        let [proto] = opts.protos[..] else {
+            return Err(Error::usage(
+                "--host needs exactly one of --imap, --pop or --smtp",
+            ));
+        };
+        let tls = opts
+            .tls
+            .or_else(|| opts.port.map(tls_for_port))
+            .unwrap_or(Tls::Implicit);
+        let port = opts.port.unwrap_or_else(|| default_port(proto, tls));
+        return Ok(vec![Target {
+            proto,
+            host: host.clone(),
+            port,
+            tls,
+        }]);
+    }
+    let protos = if opts.protos.is_empty() {
+        vec![Proto::Imap, Proto::Pop, Proto::Smtp]
+    } else {
+        opts.protos.clone()
+    };
+    let mut out = Vec::new();
+    for proto in protos {
+        match account.server(proto) {
+            Some(s) => out.push(Target {
+                proto,
+                host: s.host.to_string(),
+                port: opts.port.unwrap_or(s.port),
+                tls: opts.tls.unwrap_or(s.tls),
+            }),
+            None if !opts.protos.is_empty() => {
+                return Err(Error::config(format!(
+                    "account {} has no {} server",
+                    account.name,
+                    proto_name(proto)
+                ))
+                .with_remedy(format!(
+                    "Add one to [accounts.{}], e.g. {} = {{ host = \"mail.example.org\" }}, or check a one-off server with --host.",
+                    account.name,
+                    config_key(proto)
+                )));
+            }
+            None => {}
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::config(format!(
+            "account {} has no IMAP, POP3 or SMTP server to check",
+            account.name
+        ))
+        .with_remedy(format!(
+            "Add imap = {{ host = \"...\" }} (and pop, smtp) to [accounts.{}], or use a provider preset, or give --host.",
+            account.name
+        )));
+    }
+    Ok(out)
+}
+
+/// 465, 993 and 995 are implicit TLS; the other mail ports start plain.
+pub fn tls_for_port(port: u16) -> Tls {
+    match port {
+        465 | 993 | 995 => Tls::Implicit,
+        _ => Tls::Starttls,
+    }
+}
+
+fn default_port(proto: Proto, tls: Tls) -> u16 {
+    match (proto, tls) {
+        (Proto::Imap, Tls::Implicit) => 993,
+        (Proto::Imap, Tls::Starttls) => 143,
+        (Proto::Pop, Tls::Implicit) => 995,
+        (Proto::Pop, Tls::Starttls) => 110,
+        (Proto::Smtp, Tls::Implicit) => 465,
+        (Proto::Smtp, Tls::Starttls) => 587,
+    }
+}
+
+fn config_key(p: Proto) -> &'static str {
+    match p {
+        Proto::Imap => "imap",
+        Proto::Pop => "pop",
+        Proto::Smtp => "smtp",
+    }
+}
+
+fn tls_name(t: Tls) -> &'static str {
+    match t {
+        Tls::Implicit => "implicit",
+        Tls::Starttls => "starttls",
+    }
+}
+
+impl Attempt {
+    fn empty() -> Attempt {
+        Attempt {
+            tls_version: None,
+            offered: Vec::new(),
+            mechanism: None,
+            outcome: Outcome::Protocol { why: String::new() },
+            transcript: Vec::new(),
+        }
+    }
+}
+
+impl Check {
+    /// `retry`: the first attempt (whose token was rejected) and, when getting a fresh
+    /// token failed, that error. Then `last` is the only attempt that ran.
+    fn new(
+        target: &Target,
+        last: Attempt,
+        retry: Option<(Attempt, Option<Error>)>,
+        account: &Account,
+    ) -> Check {
+        let mut transcript = Vec::new();
+        let (mut refreshed, mut refresh_error) = (false, None);
+        match &retry {
+            Some((first, None)) => {
+                refreshed = true;
+                transcript.push("-- first attempt".to_owned());
+                transcript.extend(first.transcript.iter().cloned());
+                transcript
+                    .push("-- the token was rejected: refreshed it, second attempt".to_owned());
+            }
+            Some((_, Some(e))) => refresh_error = Some(e.clone()),
+            None => {}
+        }
+        transcript.extend(last.transcript.iter().cloned());
+        if let Some(e) = &refresh_error {
+            transcript.push(format!(
+                "-- the token was rejected; getting a fresh one failed: {}",
+                e.message
+            ));
+        }
+        let (diagnosis, remedy, code) = diagnose(
+            target,
+            &last.outcome,
+            refreshed,
+            refresh_error.as_ref(),
+            account,
+        );
+        Check {
+            protocol: proto_name(target.proto),
+            host: target.host.clone(),
+            port: target.port,
+            tls: tls_name(target.tls),
+            tls_version: last.tls_version,
+            offered: last.offered,
+            mechanism: last.mechanism,
+            outcome: last.outcome,
+            refreshed,
+            refresh_error: refresh_error.map(|e| e.message),
+            diagnosis,
+            remedy,
+            transcript,
+            code,
+        }
+    }
+}
+
+/// What is wrong, what to do, and the exit code it calls for (`None`: all well).
+/// The table in provider-facts.md ("Troubleshooting advice"), in code.
+fn diagnose(
+    target: &Target,
+    outcome: &Outcome,
+    refreshed: bool,
+    refresh_error: Option<&Error>,
+    account: &Account,
+) -> (String, Option<String>, Option<ExitCode>) {
+    let name = &account.name;
+    let p = proto_name(target.proto);
+    let key = config_key(target.proto);
+    let (host, port) = (&target.host, target.port);
+    // Where the user fixes a setting: the account's server table, or the command line
+    // for a one-off --host.
+    let setting = |what: &str| {
+        if account
+            .server(target.proto)
+            .is_some_and(|s| s.host == *host)
+        {
+            format!("{what} in [accounts.{name}.{key}]")
+        } else {
+            format!("{what} on the command line")
+        }
+    };
+    let gmail =
+        account.provider.is_some_and(|p| p.name == "google") || host.ends_with(".gmail.com");
+    match outcome {
+        Outcome::Accepted { .. } => (
+            if refreshed {
+                format!("{p} accepted a fresh token (the first one was rejected although it had not expired by our clock)")
+            } else {
+                format!("{p} accepted the token")
+            },
+            None,
+            None,
+        ),
+        Outcome::Rejected { reply, challenge } => {
+            if let Some(e) = refresh_error {
+                let remedy = if e.code == ExitCode::NoPerm {
+                    e.remedy
+                        .clone()
+                        .or_else(|| Some(format!("Log in again: mailtoken login {name}")))
+                } else {
+                    e.remedy.clone()
+                };
+                return (
+                    format!(
+                        "{p} rejected the token, and getting a fresh one failed: {}",
+                        e.message
+                    ),
+                    remedy,
+                    Some(ExitCode::NoPerm),
+                );
+            }
+            let words = reply.to_ascii_lowercase();
+            if words.contains("application-specific password") {
+                return (
+                    format!("{p} wants an app password: {reply}"),
+                    Some("2-Step Verification is on for this account: create an app password and store it, or use OAuth.".into()),
+                    Some(ExitCode::NoPerm),
+                );
+            }
+            if words.contains("not enabled for imap") || words.contains("imap access is disabled") {
+                return (
+                    format!("IMAP is disabled for this account: {reply}"),
+                    Some("Enable IMAP in the mailbox's settings (Gmail: Settings > Forwarding and POP/IMAP).".into()),
+                    Some(ExitCode::NoPerm),
+                );
+            }
+            if words.contains("web login required") || words.contains("log in via your web browser") {
+                return (
+                    format!("{p} wants a sign-in in a browser first: {reply}"),
+                    Some("Sign in to the account once in a browser, then try again.".into()),
+                    Some(ExitCode::NoPerm),
+                );
+            }
+            match challenge {
+                Some(c) if c.token_rejected() => {
+                    let scope_hint = match &c.scope {
+                        Some(s) if !s.split_whitespace().all(|s| account.oauth.scopes.iter().any(|a| a == s)) => format!(
+                            " The server wants the scope \"{s}\", which the account does not ask for (scopes = {:?}): add it and log in again.",
+                            account.oauth.scopes
+                        ),
+                        _ => String::new(),
+                    };
+                    let imap_pop = if gmail && target.proto != Proto::Smtp {
+                        " Also check that IMAP or POP is enabled in Gmail (Settings > Forwarding and POP/IMAP)."
+                    } else {
+                        ""
+                    };
+                    (
+                        format!(
+                            "{p} rejected {} token (challenge status {}): {reply}",
+                            if refreshed { "a freshly refreshed" } else { "the" },
+                            c.status.as_deref().unwrap_or("?")
+                        ),
+                        Some(format!(
+                            "A token just issued was refused, so refreshing will not help. Most often the token belongs to another \
+                             account than user = \"{}\": log in with that account (mailtoken login {name}), or set user to the \
+                             address you log in with.{scope_hint}{imap_pop}",
+                            account.user
+                        )),
+                        Some(ExitCode::NoPerm),
+                    )
+                }
+                Some(c) => (
+                    format!(
+                        "{p} refused the token (challenge status {}): {reply}",
+                        c.status.as_deref().unwrap_or("?")
+                    ),
+                    Some(format!(
+                        "The token was accepted as genuine but not allowed here; check the account's scopes (scopes = {:?}) and log in again.",
+                        account.oauth.scopes
+                    )),
+                    Some(ExitCode::NoPerm),
+                ),
+                None => (
+                    format!("{p} refused the login: {reply}"),
+                    Some(format!(
+                        "Check that user = \"{}\" is the mailbox's full address, then log in again (mailtoken login {name}).",
+                        account.user
+                    )),
+                    Some(ExitCode::NoPerm),
+                ),
+            }
+        }
+        Outcome::FollowUpFailed { reply } => (
+            format!("{p} accepted the login, then refused the next command: {reply}"),
+            Some(match target.proto {
+                Proto::Imap | Proto::Pop if gmail => format!(
+                    "Enable {p} in Gmail (Settings > Forwarding and POP/IMAP)."
+                ),
+                _ => format!("The server lets this account in but not to its mailbox: check that {p} access is enabled for it."),
+            }),
+            Some(ExitCode::NoPerm),
+        ),
+        Outcome::NoMechanism { why } => (
+            format!("{p} at {host}:{port}: no sign-in method in common: {why}"),
+            Some("OAuth needs XOAUTH2 or OAUTHBEARER. If the server only offers PLAIN or LOGIN, it wants a password (an app password), not a token; otherwise the host may be wrong.".into()),
+            Some(ExitCode::Unavailable),
+        ),
+        Outcome::NoStarttls => (
+            format!("{p} at {host}:{port} does not offer STARTTLS, and mailtoken never sends a credential unencrypted"),
+            Some(format!(
+                "If this port is for implicit TLS, set {}; otherwise use the provider's STARTTLS port (IMAP 143, POP3 110, submission 587).",
+                setting("tls = \"implicit\"")
+            )),
+            Some(ExitCode::Config),
+        ),
+        Outcome::WrongTls { port_speaks: Tls::Implicit } => (
+            format!("port {port} of {host} speaks implicit TLS, but the account says STARTTLS"),
+            Some(format!(
+                "Set {} (465, 993 and 995 are implicit TLS), or use the STARTTLS port (587 for submission, 143 for IMAP, 110 for POP3).",
+                setting("tls = \"implicit\"")
+            )),
+            Some(ExitCode::Config),
+        ),
+        Outcome::WrongTls { port_speaks: Tls::Starttls } => (
+            format!("port {port} of {host} answered in plain text: it expects STARTTLS, but the account says implicit TLS"),
+            Some(format!(
+                "Set {} (587, 143 and 110 start plain and switch to TLS), or use the implicit-TLS port (465 for submission, 993 for IMAP, 995 for POP3).",
+                setting("tls = \"starttls\"")
+            )),
+            Some(ExitCode::Config),
+        ),
+        Outcome::Unreachable { why } => (
+            format!("{p}: {why}"),
+            Some(format!(
+                "Check {} and the network (a firewall, a VPN).",
+                setting("the host and port")
+            )),
+            Some(ExitCode::Unavailable),
+        ),
+        Outcome::Certificate { why } => (
+            format!("{p}: {why}"),
+            Some(format!(
+                "If the server uses a private certificate authority, put its certificate in a PEM file and set ca_file = \"/path/to/ca.pem\" in [accounts.{name}]. A certificate for another name means the host name is wrong, or something between you and the server intercepts TLS; do not work around it."
+            )),
+            Some(ExitCode::Unavailable),
+        ),
+        Outcome::Timeout { during } => (
+            format!("{p} at {host}:{port}: no answer while {during}"),
+            Some("The server or a firewall is silent. Check the port; if it is right, try again later or raise --timeout.".into()),
+            Some(ExitCode::TempFail),
+        ),
+        Outcome::Protocol { why } => (
+            format!("{p} at {host}:{port}: {why}"),
+            Some(format!(
+                "Check that {host}:{port} is the {p} server of this provider."
+            )),
+            Some(ExitCode::Unavailable),
+        ),
+    }
+}
+
+/// The report for people.
+pub fn render(report: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "Account {} ({})", report.account, report.user);
+    for c in &report.checks {
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "{} {}:{} ({})",
+            c.protocol,
+            c.host,
+            c.port,
+            match c.tls {
+                "implicit" => "implicit TLS",
+                _ => "STARTTLS",
+            }
+        );
+        let row = |s: &mut String, k: &str, v: &str| {
+            let _ = writeln!(s, "  {k:<11} {v}");
+        };
+        row(&mut s, "TLS", c.tls_version.as_deref().unwrap_or("-"));
+        row(
+            &mut s,
+            "offered",
+            &if c.offered.is_empty() {
+                "-".to_owned()
+            } else {
+                c.offered.join(" ")
+            },
+        );
+        row(&mut s, "mechanism", c.mechanism.map_or("-", |m| m.name()));
+        row(&mut s, "result", result_word(&c.outcome));
+        if let Some(words) = server_words(&c.outcome) {
+            row(&mut s, "server said", words);
+        }
+        if let Outcome::Rejected {
+            challenge: Some(ch),
+            ..
+        } = &c.outcome
+        {
+            row(&mut s, "challenge", &ch.decoded);
+        }
+        if !c.transcript.is_empty() {
+            let _ = writeln!(s, "  dialogue:");
+            for l in &c.transcript {
+                let _ = writeln!(s, "    {l}");
+            }
+        }
+    }
+    let _ = writeln!(s);
+    let failed = report.checks.iter().filter(|c| c.code.is_some()).count();
+    if failed == 0 {
+        let _ = writeln!(
+            s,
+            "All {} check(s) passed: mail programs can use this account.",
+            report.checks.len()
+        );
+    } else {
+        let _ = writeln!(s, "Diagnosis:");
+        for c in report.checks.iter().filter(|c| c.code.is_some()) {
+            let _ = writeln!(s, "- {}", c.diagnosis);
+            if let Some(r) = &c.remedy {
+                let _ = writeln!(s, "  What to do: {r}");
+            }
+        }
+    }
+    s
+}
+
+fn result_word(o: &Outcome) -> &'static str {
+    match o {
+        Outcome::Accepted { .. } => "OK",
+        Outcome::Rejected { .. } => "REJECTED",
+        Outcome::FollowUpFailed { .. } => "FAILED after login",
+        Outcome::NoMechanism { .. } => "no common mechanism",
+        Outcome::NoStarttls => "no STARTTLS",
+        Outcome::WrongTls { .. } => "wrong TLS mode for this port",
+        Outcome::Unreachable { .. } => "unreachable",
+        Outcome::Certificate { .. } => "certificate not trusted",
+        Outcome::Timeout { .. } => "timed out",
+        Outcome::Protocol { .. } => "protocol error",
+    }
+}
+
+fn server_words(o: &Outcome) -> Option<&str> {
+    match o {
+        Outcome::Accepted { reply }
+        | Outcome::Rejected { reply, .. }
+        | Outcome::FollowUpFailed { reply } => Some(reply),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_with(code: Option<ExitCode>) -> Check {
+        Check {
+            protocol: "IMAP",
+            host: "h".into(),
+            port: 993,
+            tls: "implicit",
+            tls_version: None,
+            offered: vec![],
+            mechanism: None,
+            outcome: Outcome::NoStarttls,
+            refreshed: false,
+            refresh_error: None,
+            diagnosis: String::new(),
+            remedy: None,
+            transcript: vec![],
+            code,
+        }
+    }
+
+    #[test]
+    fn exit_code_takes_the_most_pressing() {
+        assert_eq!(exit_code(&[check_with(None), check_with(None)]), 0);
+        assert_eq!(
+            exit_code(&[
+                check_with(Some(ExitCode::TempFail)),
+                check_with(Some(ExitCode::Unavailable))
+            ]),
+            69
+        );
+        assert_eq!(
+            exit_code(&[
+                check_with(Some(ExitCode::TempFail)),
+                check_with(Some(ExitCode::NoPerm))
+            ]),
+            77
+        );
+        assert_eq!(exit_code(&[check_with(Some(ExitCode::TempFail))]), 75);
+    }
+
+    #[test]
+    fn ports_and_modes() {
+        assert_eq!(tls_for_port(465), Tls::Implicit);
+        assert_eq!(tls_for_port(587), Tls::Starttls);
+        assert_eq!(tls_for_port(993), Tls::Implicit);
+        assert_eq!(tls_for_port(143), Tls::Starttls);
+        assert_eq!(default_port(Proto::Pop, Tls::Implicit), 995);
+        assert_eq!(default_port(Proto::Smtp, Tls::Starttls), 587);
+    }
+}

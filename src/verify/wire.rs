@@ -1,0 +1,630 @@
+//! Pure parsers for the server side of the three dialogues: SMTP replies and EHLO
+//! keywords, IMAP responses and capabilities, POP3 status lines and CAPA, and the SASL
+//! failure challenge that XOAUTH2 and OAUTHBEARER servers send. No I/O here: every
+//! function takes text the server sent and is tested on real transcripts below.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use serde::Serialize;
+
+/// The longest line we accept from a server (RFC 5321 allows 512 octets for SMTP replies
+/// and IMAP has no limit; capability lists and challenges stay far below this).
+pub const MAX_LINE: usize = 16 * 1024;
+
+/// A SASL mechanism the verifier can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Mechanism {
+    Xoauth2,
+    Oauthbearer,
+    Plain,
+    Login,
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Xoauth2 => "XOAUTH2",
+            Mechanism::Oauthbearer => "OAUTHBEARER",
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Mechanism> {
+        [
+            Mechanism::Xoauth2,
+            Mechanism::Oauthbearer,
+            Mechanism::Plain,
+            Mechanism::Login,
+        ]
+        .into_iter()
+        .find(|m| m.name().eq_ignore_ascii_case(s))
+    }
+
+    pub fn is_oauth(self) -> bool {
+        matches!(self, Mechanism::Xoauth2 | Mechanism::Oauthbearer)
+    }
+}
+
+/// The mechanism to use: the forced one if it is offered, else the first of `preferred`
+/// the server offers. `Err` names why none fits.
+pub fn choose_mechanism(
+    offered: &[String],
+    preferred: &[Mechanism],
+    forced: Option<Mechanism>,
+) -> Result<Mechanism, String> {
+    let has = |m: Mechanism| offered.iter().any(|o| o.eq_ignore_ascii_case(m.name()));
+    if let Some(m) = forced {
+        return if has(m) || offered.is_empty() {
+            Ok(m)
+        } else {
+            Err(format!("the server does not offer {}", m.name()))
+        };
+    }
+    if let Some(m) = preferred.iter().copied().find(|&m| has(m)) {
+        return Ok(m);
+    }
+    // A server that lists no mechanisms at all may still take one (some IMAP servers
+    // only list them after STARTTLS); try the first choice and let it answer.
+    if offered.is_empty() {
+        return Ok(preferred[0]);
+    }
+    let want: Vec<&str> = preferred.iter().map(|m| m.name()).collect();
+    Err(format!(
+        "the server offers {} but not {}",
+        offered.join(" "),
+        want.join(" or ")
+    ))
+}
+
+// ---- SMTP ----------------------------------------------------------------------------
+
+/// One line of an SMTP reply: `250-PIPELINING` is (250, more, "PIPELINING").
+#[derive(Debug, PartialEq, Eq)]
+pub struct SmtpLine<'a> {
+    pub code: u16,
+    pub more: bool,
+    pub text: &'a str,
+}
+
+pub fn smtp_line(line: &str) -> Option<SmtpLine<'_>> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    let b = line.as_bytes();
+    if b.len() < 3 || !b[..3].iter().all(u8::is_ascii_digit) || !(b'2'..=b'5').contains(&b[0]) {
+        return None;
+    }
+    let code = line[..3].parse().ok()?;
+    match b.get(3) {
+        None => Some(SmtpLine {
+            code,
+            more: false,
+            text: "",
+        }),
+        Some(b' ') => Some(SmtpLine {
+            code,
+            more: false,
+            text: &line[4..],
+        }),
+        Some(b'-') => Some(SmtpLine {
+            code,
+            more: true,
+            text: &line[4..],
+        }),
+        _ => None,
+    }
+}
+
+/// What an EHLO reply says about STARTTLS and AUTH.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Ehlo {
+    pub starttls: bool,
+    pub auth: Vec<String>,
+}
+
+/// The keywords of an EHLO reply (its lines after the first, without the code).
+pub fn ehlo(lines: &[String]) -> Ehlo {
+    let mut e = Ehlo::default();
+    for text in lines.iter().skip(1) {
+        let mut words = text.split_ascii_whitespace();
+        let Some(kw) = words.next() else { continue };
+        if kw.eq_ignore_ascii_case("STARTTLS") {
+            e.starttls = true;
+        } else if kw.eq_ignore_ascii_case("AUTH") || kw.to_ascii_uppercase().starts_with("AUTH=") {
+            // `AUTH=LOGIN PLAIN` is the pre-RFC form some servers still send as well.
+            let first = kw.split_once('=').map(|(_, m)| m).filter(|m| !m.is_empty());
+            for m in first.into_iter().chain(words) {
+                let m = m.to_ascii_uppercase();
+                if !e.auth.contains(&m) {
+                    e.auth.push(m);
+                }
+            }
+        }
+    }
+    e
+}
+
+// ---- IMAP ----------------------------------------------------------------------------
+
+/// One IMAP server line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ImapLine<'a> {
+    /// `* ...`: the rest after `* `.
+    Untagged(&'a str),
+    /// `+ ...`: the rest after `+` (a challenge, possibly empty).
+    Continue(&'a str),
+    /// `TAG OK|NO|BAD text`.
+    Tagged {
+        tag: &'a str,
+        status: &'a str,
+        text: &'a str,
+    },
+}
+
+pub fn imap_line(line: &str) -> Option<ImapLine<'_>> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if let Some(rest) = line.strip_prefix("* ") {
+        return Some(ImapLine::Untagged(rest));
+    }
+    if line == "+" {
+        return Some(ImapLine::Continue(""));
+    }
+    if let Some(rest) = line.strip_prefix("+ ") {
+        return Some(ImapLine::Continue(rest.trim()));
+    }
+    let (tag, rest) = line.split_once(' ')?;
+    let (status, text) = rest.split_once(' ').unwrap_or((rest, ""));
+    let status_ok = ["OK", "NO", "BAD"]
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(status));
+    if tag.is_empty() || !status_ok {
+        return None;
+    }
+    Some(ImapLine::Tagged { tag, status, text })
+}
+
+/// Capabilities from a `CAPABILITY ...` untagged response or a greeting's
+/// `OK [CAPABILITY ...] text`, upper-cased; `None` when the line carries none.
+pub fn imap_capabilities(untagged: &str) -> Option<Vec<String>> {
+    let list = if let Some(rest) = strip_prefix_ci(untagged, "CAPABILITY ") {
+        rest
+    } else {
+        let code = untagged
+            .split_once('[')
+            .and_then(|(_, r)| r.split_once(']'))
+            .map(|(c, _)| c)?;
+        strip_prefix_ci(code, "CAPABILITY ")?
+    };
+    Some(
+        list.split_ascii_whitespace()
+            .map(str::to_ascii_uppercase)
+            .collect(),
+    )
+}
+
+/// The `AUTH=` mechanisms in a capability list.
+pub fn imap_auth_mechanisms(caps: &[String]) -> Vec<String> {
+    caps.iter()
+        .filter_map(|c| c.strip_prefix("AUTH="))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// An IMAP string argument: an atom-safe name is sent as a quoted string anyway, with
+/// `\` and `"` escaped (RFC 3501 quoted).
+pub fn imap_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+// ---- POP3 ----------------------------------------------------------------------------
+
+/// One POP3 server line.
+#[derive(Debug, PartialEq, Eq)]
+pub enum PopLine<'a> {
+    Ok(&'a str),
+    Err(&'a str),
+    /// `+ challenge` (RFC 5034), possibly empty.
+    Continue(&'a str),
+}
+
+pub fn pop_line(line: &str) -> Option<PopLine<'_>> {
+    let line = line.trim_end_matches(['\r', '\n']);
+    if let Some(r) = strip_prefix_ci(line, "+OK") {
+        return Some(PopLine::Ok(r.trim_start()));
+    }
+    if let Some(r) = strip_prefix_ci(line, "-ERR") {
+        return Some(PopLine::Err(r.trim_start()));
+    }
+    if line == "+" {
+        return Some(PopLine::Continue(""));
+    }
+    line.strip_prefix("+ ").map(|r| PopLine::Continue(r.trim()))
+}
+
+/// What a CAPA listing (the lines between `+OK` and `.`) says.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct PopCapa {
+    pub stls: bool,
+    pub sasl: Vec<String>,
+}
+
+pub fn pop_capa(lines: &[String]) -> PopCapa {
+    let mut c = PopCapa::default();
+    for l in lines {
+        let mut words = l.split_ascii_whitespace();
+        match words.next() {
+            Some(w) if w.eq_ignore_ascii_case("STLS") => c.stls = true,
+            Some(w) if w.eq_ignore_ascii_case("SASL") => {
+                c.sasl = words.map(str::to_ascii_uppercase).collect();
+            }
+            _ => {}
+        }
+    }
+    c
+}
+
+// ---- the SASL failure challenge -------------------------------------------------------
+
+/// The JSON a server sends as a challenge after rejecting an XOAUTH2 or OAUTHBEARER
+/// initial response: `{"status":"401","schemes":"bearer","scope":"..."}` (XOAUTH2,
+/// Gmail and Dovecot) or `{"status":"invalid_token",...}` (OAUTHBEARER, RFC 7628 §3.2.2).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Challenge {
+    /// The decoded text, for the report.
+    pub decoded: String,
+    pub status: Option<String>,
+    pub scope: Option<String>,
+    pub schemes: Option<String>,
+}
+
+impl Challenge {
+    /// Whether the status says the token itself is bad (expired, revoked, wrong scope),
+    /// so that a fresh one may do: XOAUTH2's HTTP-like 400/401, OAUTHBEARER's
+    /// `invalid_token`. `insufficient_scope` and 403 are not fixed by a refresh.
+    pub fn token_rejected(&self) -> bool {
+        matches!(
+            self.status.as_deref(),
+            Some("400" | "401" | "invalid_token")
+        )
+    }
+}
+
+/// Decodes a challenge's base64 (`None` when it is not base64 or not text).
+pub fn decode_challenge(b64: &str) -> Option<Challenge> {
+    let bytes = STANDARD.decode(b64.trim()).ok()?;
+    let decoded = String::from_utf8(bytes).ok()?;
+    let json: Option<serde_json::Value> = serde_json::from_str(&decoded).ok();
+    let field = |k: &str| {
+        json.as_ref().and_then(|j| j.get(k)).and_then(|v| match v {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    Some(Challenge {
+        status: field("status"),
+        scope: field("scope"),
+        schemes: field("schemes"),
+        decoded,
+    })
+}
+
+fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &s[prefix.len()..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn smtp_lines() {
+        assert_eq!(
+            smtp_line("250-smtp.gmail.com at your service\r\n"),
+            Some(SmtpLine {
+                code: 250,
+                more: true,
+                text: "smtp.gmail.com at your service"
+            })
+        );
+        assert_eq!(
+            smtp_line("535 5.7.8 Error: authentication failed"),
+            Some(SmtpLine {
+                code: 535,
+                more: false,
+                text: "5.7.8 Error: authentication failed"
+            })
+        );
+        assert_eq!(
+            smtp_line("334 "),
+            Some(SmtpLine {
+                code: 334,
+                more: false,
+                text: ""
+            })
+        );
+        assert_eq!(
+            smtp_line("220"),
+            Some(SmtpLine {
+                code: 220,
+                more: false,
+                text: ""
+            })
+        );
+        // What an implicit-TLS port or an IMAP server sends is not an SMTP reply.
+        assert_eq!(smtp_line("* OK [CAPABILITY IMAP4rev1] ready"), None);
+        assert_eq!(smtp_line("\x16\x03\x01"), None);
+        assert_eq!(smtp_line("2500 x"), None);
+        assert_eq!(smtp_line("650 x"), None);
+    }
+
+    #[test]
+    fn gmail_ehlo() {
+        // smtp.gmail.com:587 before and after STARTTLS (recorded).
+        let before = lines(&[
+            "smtp.gmail.com at your service, [203.0.113.7]",
+            "SIZE 35882577",
+            "8BITMIME",
+            "STARTTLS",
+            "ENHANCEDSTATUSCODES",
+            "PIPELINING",
+            "CHUNKING",
+            "SMTPUTF8",
+        ]);
+        assert_eq!(
+            ehlo(&before),
+            Ehlo {
+                starttls: true,
+                auth: vec![]
+            }
+        );
+        let after = lines(&[
+            "smtp.gmail.com at your service, [203.0.113.7]",
+            "SIZE 35882577",
+            "8BITMIME",
+            "AUTH LOGIN PLAIN XOAUTH2 PLAIN-CLIENTTOKEN OAUTHBEARER XOAUTH",
+            "ENHANCEDSTATUSCODES",
+        ]);
+        let e = ehlo(&after);
+        assert!(!e.starttls);
+        assert_eq!(
+            e.auth,
+            [
+                "LOGIN",
+                "PLAIN",
+                "XOAUTH2",
+                "PLAIN-CLIENTTOKEN",
+                "OAUTHBEARER",
+                "XOAUTH"
+            ]
+        );
+    }
+
+    #[test]
+    fn microsoft_and_old_style_ehlo() {
+        // smtp.office365.com after STARTTLS, and an old server's `AUTH=` line.
+        let e = ehlo(&lines(&[
+            "PH0PR07CA0001.outlook.office365.com Hello [203.0.113.7]",
+            "SIZE 157286400",
+            "AUTH LOGIN XOAUTH2",
+            "AUTH=LOGIN",
+        ]));
+        assert_eq!(e.auth, ["LOGIN", "XOAUTH2"]);
+    }
+
+    #[test]
+    fn imap_lines() {
+        assert_eq!(
+            imap_line("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] Dovecot ready.\r\n"),
+            Some(ImapLine::Untagged(
+                "OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] Dovecot ready."
+            ))
+        );
+        assert_eq!(
+            imap_line("+ eyJzdGF0dXMiOiI0MDAifQ=="),
+            Some(ImapLine::Continue("eyJzdGF0dXMiOiI0MDAifQ=="))
+        );
+        assert_eq!(imap_line("+"), Some(ImapLine::Continue("")));
+        assert_eq!(imap_line("+ "), Some(ImapLine::Continue("")));
+        // Gmail's final answer after the empty response.
+        assert_eq!(
+            imap_line("A1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"),
+            Some(ImapLine::Tagged {
+                tag: "A1",
+                status: "NO",
+                text: "[AUTHENTICATIONFAILED] Invalid credentials (Failure)"
+            })
+        );
+        assert_eq!(
+            imap_line("a3 ok Logged in"),
+            Some(ImapLine::Tagged {
+                tag: "a3",
+                status: "ok",
+                text: "Logged in"
+            })
+        );
+        assert_eq!(imap_line("220 smtp.example.com ESMTP"), None);
+        assert_eq!(imap_line("+OK POP3 ready"), None);
+    }
+
+    #[test]
+    fn imap_caps() {
+        let gmail = "CAPABILITY IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN \
+                     X-GM-EXT-1 XYZZY SASL-IR AUTH=XOAUTH2 AUTH=PLAIN AUTH=PLAIN-CLIENTTOKEN \
+                     AUTH=OAUTHBEARER AUTH=XOAUTH";
+        let caps = imap_capabilities(gmail).unwrap();
+        assert!(caps.contains(&"SASL-IR".to_owned()));
+        assert_eq!(
+            imap_auth_mechanisms(&caps),
+            [
+                "XOAUTH2",
+                "PLAIN",
+                "PLAIN-CLIENTTOKEN",
+                "OAUTHBEARER",
+                "XOAUTH"
+            ]
+        );
+        let greeting = "OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE \
+                        LITERAL+ STARTTLS AUTH=PLAIN AUTH=LOGIN AUTH=XOAUTH2 AUTH=OAUTHBEARER] \
+                        Dovecot (Debian) ready.";
+        let caps = imap_capabilities(greeting).unwrap();
+        assert!(caps.contains(&"STARTTLS".to_owned()));
+        assert_eq!(
+            imap_auth_mechanisms(&caps),
+            ["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"]
+        );
+        // Microsoft's greeting carries no capabilities.
+        assert_eq!(
+            imap_capabilities("OK The Microsoft Exchange IMAP4 service is ready."),
+            None
+        );
+        assert_eq!(imap_capabilities("OK [ALERT] hello"), None);
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(imap_quote("INBOX"), "\"INBOX\"");
+        assert_eq!(imap_quote(r#"a"b\c"#), r#""a\"b\\c""#);
+    }
+
+    #[test]
+    fn pop_lines() {
+        assert_eq!(
+            pop_line("+OK Gpop ready for requests from 203.0.113.7"),
+            Some(PopLine::Ok("Gpop ready for requests from 203.0.113.7"))
+        );
+        assert_eq!(
+            pop_line("-ERR [AUTH] Invalid credentials."),
+            Some(PopLine::Err("[AUTH] Invalid credentials."))
+        );
+        assert_eq!(pop_line("+OK"), Some(PopLine::Ok("")));
+        assert_eq!(pop_line("+ "), Some(PopLine::Continue("")));
+        assert_eq!(pop_line("+"), Some(PopLine::Continue("")));
+        assert_eq!(
+            pop_line("+ eyJzdGF0dXMiOiI0MDEifQ=="),
+            Some(PopLine::Continue("eyJzdGF0dXMiOiI0MDEifQ=="))
+        );
+        assert_eq!(pop_line("* OK IMAP"), None);
+    }
+
+    #[test]
+    fn pop_capabilities() {
+        // pop.gmail.com's CAPA (recorded) and Dovecot's before STLS.
+        let gmail = lines(&[
+            "USER",
+            "RESP-CODES",
+            "EXPIRE 0",
+            "LOGIN-DELAY 300",
+            "TOP",
+            "UIDL",
+            "X-GOOGLE-RICO",
+            "SASL PLAIN XOAUTH2 OAUTHBEARER",
+        ]);
+        assert_eq!(
+            pop_capa(&gmail),
+            PopCapa {
+                stls: false,
+                sasl: vec!["PLAIN".into(), "XOAUTH2".into(), "OAUTHBEARER".into()]
+            }
+        );
+        let dovecot = lines(&[
+            "CAPA",
+            "TOP",
+            "UIDL",
+            "RESP-CODES",
+            "PIPELINING",
+            "AUTH-RESP-CODE",
+            "STLS",
+            "USER",
+            "SASL PLAIN LOGIN XOAUTH2 OAUTHBEARER",
+        ]);
+        assert!(pop_capa(&dovecot).stls);
+    }
+
+    #[test]
+    fn challenges() {
+        // Google's documented XOAUTH2 failure challenge.
+        let g = decode_challenge(
+            "eyJzdGF0dXMiOiI0MDAiLCJzY2hlbWVzIjoiQmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==",
+        )
+        .unwrap();
+        assert_eq!(
+            g.decoded,
+            r#"{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}"#
+        );
+        assert_eq!(g.status.as_deref(), Some("400"));
+        assert_eq!(g.scope.as_deref(), Some("https://mail.google.com/"));
+        assert!(g.token_rejected());
+        // OAUTHBEARER (RFC 7628 §3.2.2 example shape).
+        let b64 = STANDARD.encode(
+            r#"{"status":"invalid_token","scope":"example_scope","openid-configuration":"https://example.com/.well-known/openid-configuration"}"#,
+        );
+        let o = decode_challenge(&b64).unwrap();
+        assert_eq!(o.status.as_deref(), Some("invalid_token"));
+        assert!(o.token_rejected());
+        let s = decode_challenge(&STANDARD.encode(r#"{"status":"insufficient_scope"}"#)).unwrap();
+        assert!(!s.token_rejected());
+        // A number instead of a string is read the same.
+        let n = decode_challenge(&STANDARD.encode(r#"{"status":401}"#)).unwrap();
+        assert!(n.token_rejected());
+        // Not JSON: kept as text, no status.
+        let t = decode_challenge(&STANDARD.encode("VXNlcm5hbWU6")).unwrap();
+        assert_eq!(t.status, None);
+        assert_eq!(decode_challenge("not base64!"), None);
+    }
+
+    #[test]
+    fn choosing_a_mechanism() {
+        let offered = lines(&["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"]);
+        let oauth = [Mechanism::Xoauth2, Mechanism::Oauthbearer];
+        assert_eq!(
+            choose_mechanism(&offered, &oauth, None),
+            Ok(Mechanism::Xoauth2)
+        );
+        assert_eq!(
+            choose_mechanism(&lines(&["OAUTHBEARER"]), &oauth, None),
+            Ok(Mechanism::Oauthbearer)
+        );
+        assert_eq!(
+            choose_mechanism(&offered, &oauth, Some(Mechanism::Oauthbearer)),
+            Ok(Mechanism::Oauthbearer)
+        );
+        assert_eq!(
+            choose_mechanism(&lines(&["PLAIN", "LOGIN"]), &oauth, None),
+            Err("the server offers PLAIN LOGIN but not XOAUTH2 or OAUTHBEARER".into())
+        );
+        assert!(choose_mechanism(&lines(&["PLAIN"]), &oauth, Some(Mechanism::Xoauth2)).is_err());
+        assert_eq!(choose_mechanism(&[], &oauth, None), Ok(Mechanism::Xoauth2));
+    }
+
+    /// Every parser takes arbitrary server text without panicking (a cheap stand-in for
+    /// the fuzz target in fuzz/, run on every `cargo test`).
+    #[test]
+    fn parsers_take_any_input() {
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let alphabet = b"+-* 0123459ABKOR[]=\r\n\x01\x16\xff{}\":,.";
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 40) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|i| alphabet[((seed >> (i % 56)) as usize + i) % alphabet.len()])
+                .collect();
+            let s = String::from_utf8_lossy(&bytes);
+            let _ = smtp_line(&s);
+            let _ = imap_line(&s);
+            let _ = imap_capabilities(&s);
+            let _ = pop_line(&s);
+            let _ = decode_challenge(&s);
+            let _ = ehlo(&[s.to_string(), s.to_string()]);
+            let _ = pop_capa(&[s.to_string()]);
+        }
+    }
+}
