@@ -3,4 +3,5 @@
 
 pub mod authserver;
 pub mod fake;
+pub mod mailserver;
 pub mod mailtoken;
