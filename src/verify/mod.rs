@@ -143,7 +143,7 @@ pub fn run(broker: &Broker, account: &Account, opts: &Options) -> Result<Report>
 
 /// 77 when a server refused the credential, 78 when the account's settings are wrong
 /// (the port speaks the other TLS mode), 69 when a server could not be reached or
-/// trusted, 75 on a timeout; the most pressing wins.
+/// trusted, 75 on a timeout or a temporary refusal; the most pressing wins.
 fn exit_code(checks: &[Check]) -> i32 {
     let codes: Vec<ExitCode> = checks.iter().filter_map(|c| c.code).collect();
     [
@@ -376,6 +376,13 @@ fn diagnose(
                 );
             }
             let words = reply.to_ascii_lowercase();
+            if temporary_refusal(reply) {
+                return (
+                    format!("{p} could not check the credential just now: {reply}"),
+                    Some("A temporary failure at the server (its token check or password database did not answer): try again later.".into()),
+                    Some(ExitCode::TempFail),
+                );
+            }
             if words.contains("application-specific password") {
                 return (
                     format!("{p} wants an app password: {reply}"),
@@ -516,6 +523,14 @@ fn diagnose(
     }
 }
 
+/// A refusal that says "not now" rather than "no": SMTP 4xx (`454 4.7.0`), IMAP's
+/// `[UNAVAILABLE]` (RFC 5530), POP3's `[SYS/TEMP]` (RFC 3206).
+fn temporary_refusal(reply: &str) -> bool {
+    reply.starts_with('4') && reply.as_bytes().get(3) == Some(&b' ')
+        || reply.starts_with("[UNAVAILABLE]")
+        || reply.starts_with("[SYS/TEMP]")
+}
+
 /// The report for people.
 pub fn render(report: &Report) -> String {
     let mut s = String::new();
@@ -650,6 +665,25 @@ mod tests {
             77
         );
         assert_eq!(exit_code(&[check_with(Some(ExitCode::TempFail))]), 75);
+    }
+
+    #[test]
+    fn temporary_refusals() {
+        // Dovecot's answers when its token introspection is unreachable (recorded).
+        assert!(temporary_refusal(
+            "[UNAVAILABLE] Temporary authentication failure. [vm:2026-11-22 05:33:24]"
+        ));
+        assert!(temporary_refusal(
+            "454 4.7.0 Temporary authentication failure. [vm:2026-11-22 05:33:25]"
+        ));
+        assert!(temporary_refusal(
+            "[SYS/TEMP] Temporary authentication failure. [vm:2026-11-22 05:33:25]"
+        ));
+        assert!(!temporary_refusal("535 5.7.8 Authentication failed"));
+        assert!(!temporary_refusal(
+            "[AUTHENTICATIONFAILED] Authentication failed."
+        ));
+        assert!(!temporary_refusal("[AUTH] Authentication failed."));
     }
 
     #[test]

@@ -1014,3 +1014,33 @@ impl AsyncWrite for Stream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capability_codes_are_left_out_of_the_servers_words() {
+        assert_eq!(
+            without_capability_code("[CAPABILITY IMAP4rev1 SASL-IR] Logged in"),
+            "Logged in"
+        );
+        assert_eq!(
+            without_capability_code("[AUTHENTICATIONFAILED] Invalid credentials (Failure)"),
+            "[AUTHENTICATIONFAILED] Invalid credentials (Failure)"
+        );
+        assert_eq!(without_capability_code("[CAPA"), "[CAPA");
+    }
+
+    #[test]
+    fn transcripts_hide_the_secret() {
+        assert_eq!(
+            shown_response(Mechanism::Xoauth2, "a@b"),
+            "<XOAUTH2 for a@b, token hidden>"
+        );
+        assert_eq!(
+            shown_response(Mechanism::Plain, "a@b"),
+            "<PLAIN for a@b, password hidden>"
+        );
+    }
+}

@@ -488,6 +488,67 @@ mod tests {
     }
 
     #[test]
+    fn dovecot_transcripts() {
+        // Recorded from the test suite's Dovecot 2.3.19 (submission, IMAP, POP3).
+        let ehlo_reply = [
+            "250-localhost",
+            "250-8BITMIME",
+            "250-AUTH PLAIN LOGIN XOAUTH2 OAUTHBEARER",
+            "250-BURL imap",
+            "250-CHUNKING",
+            "250-ENHANCEDSTATUSCODES",
+            "250-SIZE",
+            "250 PIPELINING",
+        ];
+        let texts: Vec<String> = ehlo_reply
+            .iter()
+            .map(|l| smtp_line(l).unwrap().text.to_owned())
+            .collect();
+        assert!(!smtp_line(ehlo_reply[7]).unwrap().more);
+        assert_eq!(
+            ehlo(&texts).auth,
+            ["PLAIN", "LOGIN", "XOAUTH2", "OAUTHBEARER"]
+        );
+        let c = decode_challenge(
+            "eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJtYWlsIiwib3BlbmlkLWNvbmZpZ3VyYXRpb24iOiJodHRwOi8vMTI3LjAuMC4xOjM2Mzk1Ly53ZWxsLWtub3duL29wZW5pZC1jb25maWd1cmF0aW9uIn0=",
+        )
+        .unwrap();
+        assert_eq!(c.status.as_deref(), Some("401"));
+        assert_eq!(c.scope.as_deref(), Some("mail"));
+        assert_eq!(
+            imap_line("A1 NO [AUTHENTICATIONFAILED] Authentication failed."),
+            Some(ImapLine::Tagged {
+                tag: "A1",
+                status: "NO",
+                text: "[AUTHENTICATIONFAILED] Authentication failed."
+            })
+        );
+        assert_eq!(
+            smtp_line("535 5.7.8 Authentication failed"),
+            Some(SmtpLine {
+                code: 535,
+                more: false,
+                text: "5.7.8 Authentication failed"
+            })
+        );
+        assert_eq!(
+            pop_line("-ERR [AUTH] Authentication failed."),
+            Some(PopLine::Err("[AUTH] Authentication failed."))
+        );
+    }
+
+    #[test]
+    fn gmail_smtp_failure() {
+        // Google's documented failure after the empty response: a multi-line 535.
+        let a =
+            smtp_line("535-5.7.8 Username and Password not accepted. For more information, go to")
+                .unwrap();
+        assert!(a.more && a.code == 535);
+        let b = smtp_line("535 5.7.8  https://support.google.com/mail/?p=BadCredentials").unwrap();
+        assert!(!b.more);
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(imap_quote("INBOX"), "\"INBOX\"");
         assert_eq!(imap_quote(r#"a"b\c"#), r#""a\"b\\c""#);
