@@ -91,6 +91,16 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a working config block for a mail program (msmtp, neomutt, mutt, mbsync,
+    /// aerc, git-send-email, himalaya), with mailtoken as its password command.
+    Setup {
+        #[arg(value_enum)]
+        client: SetupClient,
+        account: String,
+        /// The SASL mechanism the mail program should use.
+        #[arg(long, value_enum, default_value_t = SetupMechanism::Xoauth2)]
+        mechanism: SetupMechanism,
+    },
     /// Forget an account's tokens, revoking them at the provider when it can.
     Logout { account: String },
     /// Show each account's token state, expiry, last refresh and last error.
@@ -125,6 +135,23 @@ pub enum ForProto {
     Imap,
     Pop,
     Smtp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SetupClient {
+    Msmtp,
+    Neomutt,
+    Mutt,
+    Mbsync,
+    Aerc,
+    GitSendEmail,
+    Himalaya,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SetupMechanism {
+    Xoauth2,
+    Oauthbearer,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

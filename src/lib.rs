@@ -18,6 +18,7 @@ pub mod providers;
 pub mod record;
 pub mod sasl;
 pub mod secret;
+pub mod setup;
 pub mod store;
 pub mod tls;
 pub mod verify;

@@ -1,0 +1,587 @@
+//! `mailtoken setup CLIENT ACCOUNT`: a complete config block for a mail program, made
+//! from the account's servers, with `mailtoken token` as its password command.
+//!
+//! Every snippet names the binary by its absolute path: mail programs are often started
+//! by cron, systemd or a desktop session whose PATH lacks ~/.cargo/bin. Each client's
+//! traps are written next to the lines they concern; the long form is in
+//! integrations/<client>/README.md.
+
+use crate::config::{Account, Proto, Server, Tls};
+use crate::error::{Error, Result};
+use std::fmt::Write as _;
+
+/// The mail programs `setup` knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Client {
+    Msmtp,
+    Neomutt,
+    Mutt,
+    Mbsync,
+    Aerc,
+    GitSendEmail,
+    Himalaya,
+}
+
+/// The SASL mechanism the mail program should use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sasl {
+    Xoauth2,
+    Oauthbearer,
+}
+
+impl Sasl {
+    fn lower(self) -> &'static str {
+        match self {
+            Sasl::Xoauth2 => "xoauth2",
+            Sasl::Oauthbearer => "oauthbearer",
+        }
+    }
+}
+
+/// The snippet for `client`. `exe` is the mailtoken binary to run.
+pub fn snippet(client: Client, account: &Account, exe: &str, sasl: Sasl) -> Result<String> {
+    let s = Setup {
+        account,
+        exe: shell_quote(exe),
+        sasl,
+    };
+    match client {
+        Client::Msmtp => s.msmtp(),
+        Client::Neomutt => s.mutt(true),
+        Client::Mutt => s.mutt(false),
+        Client::Mbsync => s.mbsync(),
+        Client::Aerc => s.aerc(),
+        Client::GitSendEmail => s.git_send_email(),
+        Client::Himalaya => s.himalaya(),
+    }
+}
+
+struct Setup<'a> {
+    account: &'a Account,
+    /// The binary, quoted for a shell.
+    exe: String,
+    sasl: Sasl,
+}
+
+impl Setup<'_> {
+    fn name(&self) -> &str {
+        &self.account.name
+    }
+
+    /// The shell command that prints the token for `proto`'s server.
+    fn token_cmd(&self, proto: &str) -> String {
+        format!(
+            "{} token {} --for {proto}",
+            self.exe,
+            shell_quote(self.name())
+        )
+    }
+
+    fn server(&self, proto: Proto, what: &str) -> Result<&Server> {
+        self.account.server(proto).ok_or_else(|| {
+            Error::config(format!(
+                "account {} has no {what} server",
+                self.account.name
+            ))
+            .with_remedy(format!(
+                "Add one to [accounts.{}], e.g. {} = {{ host = \"mail.example.org\" }}, or use a provider preset.",
+                self.account.name,
+                match proto {
+                    Proto::Imap => "imap",
+                    Proto::Pop => "pop",
+                    Proto::Smtp => "smtp",
+                }
+            ))
+        })
+    }
+
+    fn gmail(&self) -> bool {
+        self.account.provider.is_some_and(|p| p.name == "google")
+    }
+
+    /// The CA bundle line's file: the account's `ca_file`, else the system bundle.
+    fn trust_file(&self) -> Option<String> {
+        self.account
+            .ca_file
+            .as_ref()
+            .map(|p| p.display().to_string())
+    }
+
+    fn header(&self, out: &mut String, comment: &str, client: &str, file: &str) {
+        let _ = writeln!(
+            out,
+            "{comment} {client} for {} ({}), made by `mailtoken setup`.",
+            self.name(),
+            self.account.user
+        );
+        let _ = writeln!(out, "{comment} Put it in {file}.");
+    }
+
+    fn msmtp(&self) -> Result<String> {
+        let smtp = self.server(Proto::Smtp, "SMTP")?;
+        let mut o = String::new();
+        self.header(
+            &mut o,
+            "#",
+            "msmtp",
+            "~/.msmtprc or ~/.config/msmtp/config (mode 0600)",
+        );
+        let _ = writeln!(o, "account {}", self.name());
+        let _ = writeln!(o, "host {}", smtp.host);
+        let _ = writeln!(o, "port {}", smtp.port);
+        let _ = writeln!(o, "tls on");
+        let _ = writeln!(
+            o,
+            "tls_starttls {}",
+            if smtp.tls == Tls::Starttls {
+                "on"
+            } else {
+                "off"
+            }
+        );
+        match self.trust_file() {
+            Some(f) => {
+                let _ = writeln!(o, "tls_trust_file {}", msmtp_quote(&f));
+            }
+            None => {
+                let _ = writeln!(o, "tls_trust_file system");
+            }
+        }
+        let _ = writeln!(o, "auth {}", self.sasl.lower());
+        let _ = writeln!(o, "user {}", self.account.user);
+        let _ = writeln!(o, "from {}", self.account.user);
+        let _ = writeln!(
+            o,
+            "# msmtp builds the SASL string itself from the bare token; the command must not read stdin."
+        );
+        let _ = writeln!(o, "passwordeval {}", msmtp_quote(&self.token_cmd("smtp")));
+        if self.gmail() {
+            let _ = writeln!(
+                o,
+                "# Gmail accepts about 500 messages a day from one account through SMTP."
+            );
+        }
+        Ok(o)
+    }
+
+    /// neomutt and mutt (2.0 or later) take the same settings.
+    fn mutt(&self, neo: bool) -> Result<String> {
+        let imap = self.server(Proto::Imap, "IMAP")?;
+        let smtp = self.server(Proto::Smtp, "SMTP")?;
+        let user = url_user(&self.account.user);
+        let mut o = String::new();
+        let (client, file) = if neo {
+            ("neomutt", "~/.config/neomutt/neomuttrc")
+        } else {
+            ("mutt", "~/.muttrc (mutt 2.0 or later)")
+        };
+        self.header(&mut o, "#", client, file);
+        let set = |o: &mut String, k: &str, v: &str| {
+            let _ = writeln!(o, "set {k} = {}", mutt_quote(v));
+        };
+        set(&mut o, "from", &self.account.user);
+        set(&mut o, "imap_user", &self.account.user);
+        let imap_scheme = if imap.tls == Tls::Implicit {
+            "imaps"
+        } else {
+            "imap"
+        };
+        set(
+            &mut o,
+            "folder",
+            &format!("{imap_scheme}://{user}@{}:{}/", imap.host, imap.port),
+        );
+        set(&mut o, "spoolfile", "+INBOX");
+        set(&mut o, "imap_authenticators", self.sasl.lower());
+        set(
+            &mut o,
+            "imap_oauth_refresh_command",
+            &self.token_cmd("imap"),
+        );
+        let smtp_scheme = if smtp.tls == Tls::Implicit {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        set(
+            &mut o,
+            "smtp_url",
+            &format!("{smtp_scheme}://{user}@{}:{}/", smtp.host, smtp.port),
+        );
+        set(&mut o, "smtp_authenticators", self.sasl.lower());
+        set(
+            &mut o,
+            "smtp_oauth_refresh_command",
+            &self.token_cmd("smtp"),
+        );
+        let _ = writeln!(o, "# Never fall back to an unencrypted connection.");
+        let _ = writeln!(o, "set ssl_force_tls = yes");
+        if imap.tls == Tls::Starttls || smtp.tls == Tls::Starttls {
+            let _ = writeln!(o, "set ssl_starttls = yes");
+        }
+        if let Some(f) = self.trust_file() {
+            set(&mut o, "ssl_ca_certificates_file", &f);
+        }
+        if self.gmail() {
+            let _ = writeln!(
+                o,
+                "# Gmail may block a mail program that checks for new mail more often than every 10 minutes."
+            );
+            let _ = writeln!(o, "set mail_check = 600");
+        }
+        Ok(o)
+    }
+
+    fn mbsync(&self) -> Result<String> {
+        if self.sasl == Sasl::Oauthbearer {
+            return Err(Error::usage(
+                "mbsync authenticates through Cyrus SASL, whose Debian plugin (libsasl2-modules-kdexoauth2) offers XOAUTH2 only: use --mechanism xoauth2",
+            ));
+        }
+        let imap = self.server(Proto::Imap, "IMAP")?;
+        let n = self.name();
+        let mut o = String::new();
+        self.header(&mut o, "#", "mbsync (isync 1.4)", "~/.mbsyncrc");
+        let _ = writeln!(
+            o,
+            "# XOAUTH2 comes from a Cyrus SASL plugin: install libsasl2-modules-kdexoauth2 (Debian, Ubuntu)\n# or cyrus-sasl-xoauth2 (Arch, Fedora); without it mbsync says \"no supported mechanisms\"."
+        );
+        let _ = writeln!(o, "IMAPAccount {n}");
+        let _ = writeln!(o, "Host {}", imap.host);
+        let _ = writeln!(o, "Port {}", imap.port);
+        let _ = writeln!(o, "User {}", self.account.user);
+        let _ = writeln!(o, "PassCmd {}", msmtp_quote(&self.token_cmd("imap")));
+        let _ = writeln!(o, "AuthMechs XOAUTH2");
+        let _ = writeln!(
+            o,
+            "SSLType {}",
+            if imap.tls == Tls::Implicit {
+                "IMAPS"
+            } else {
+                "STARTTLS"
+            }
+        );
+        if let Some(f) = self.trust_file() {
+            let _ = writeln!(o, "CertificateFile {}", msmtp_quote(&f));
+        } else {
+            let _ = writeln!(o, "CertificateFile /etc/ssl/certs/ca-certificates.crt");
+        }
+        let _ = writeln!(o);
+        let _ = writeln!(o, "IMAPStore {n}-remote\nAccount {n}\n");
+        let _ = writeln!(
+            o,
+            "MaildirStore {n}-local\nPath ~/Mail/{n}/\nInbox ~/Mail/{n}/INBOX\nSubFolders Verbatim\n"
+        );
+        let _ = writeln!(
+            o,
+            "Channel {n}\nFar :{n}-remote:\nNear :{n}-local:\nPatterns *\nCreate Near\nSyncState *"
+        );
+        if self.gmail() {
+            let _ = writeln!(
+                o,
+                "# Run it no more often than every 10 minutes (a systemd timer or cron); Gmail may block\n# a mail program that checks more often. Gmail's labels appear as folders under [Gmail]/."
+            );
+        }
+        Ok(o)
+    }
+
+    fn aerc(&self) -> Result<String> {
+        let imap = self.server(Proto::Imap, "IMAP")?;
+        let smtp = self.server(Proto::Smtp, "SMTP")?;
+        let user = url_user(&self.account.user);
+        let mech = self.sasl.lower();
+        let mut o = String::new();
+        self.header(
+            &mut o,
+            "#",
+            "aerc",
+            "~/.config/aerc/accounts.conf (mode 0600)",
+        );
+        let _ = writeln!(o, "[{}]", self.name());
+        let imap_scheme = if imap.tls == Tls::Implicit {
+            "imaps"
+        } else {
+            "imap"
+        };
+        let _ = writeln!(
+            o,
+            "source = {imap_scheme}+{mech}://{user}@{}:{}",
+            imap.host, imap.port
+        );
+        let _ = writeln!(o, "source-cred-cmd = {}", self.token_cmd("imap"));
+        let smtp_scheme = if smtp.tls == Tls::Implicit {
+            "smtps"
+        } else {
+            "smtp"
+        };
+        let _ = writeln!(
+            o,
+            "outgoing = {smtp_scheme}+{mech}://{user}@{}:{}",
+            smtp.host, smtp.port
+        );
+        let _ = writeln!(o, "outgoing-cred-cmd = {}", self.token_cmd("smtp"));
+        let _ = writeln!(o, "from = <{}>", self.account.user);
+        if self.gmail() {
+            let _ = writeln!(o, "check-mail = 10m");
+        }
+        if self.trust_file().is_some() {
+            let _ = writeln!(
+                o,
+                "# aerc trusts the system's CA store only: add the account's ca_file to it\n# (Debian: copy it to /usr/local/share/ca-certificates/ and run update-ca-certificates)."
+            );
+        }
+        Ok(o)
+    }
+
+    fn git_send_email(&self) -> Result<String> {
+        let smtp = self.server(Proto::Smtp, "SMTP")?;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# git send-email for {} ({}), made by `mailtoken setup`.",
+            self.name(),
+            self.account.user
+        );
+        let _ = writeln!(
+            o,
+            "# Put it in ~/.gitconfig. Native XOAUTH2 needs Perl's Authen::SASL 2.1700 or later\n# (check: perl -MAuthen::SASL -e 'print $Authen::SASL::VERSION'); with an older one\n# (Debian 12) send through msmtp instead: see integrations/git-send-email/README.md."
+        );
+        let _ = writeln!(o, "[sendemail]");
+        let _ = writeln!(o, "\tsmtpServer = {}", smtp.host);
+        let _ = writeln!(o, "\tsmtpServerPort = {}", smtp.port);
+        let _ = writeln!(
+            o,
+            "\tsmtpEncryption = {}",
+            if smtp.tls == Tls::Implicit {
+                "ssl"
+            } else {
+                "tls"
+            }
+        );
+        let _ = writeln!(o, "\tsmtpUser = {}", self.account.user);
+        let _ = writeln!(o, "\tsmtpAuth = {}", self.sasl.lower().to_uppercase());
+        let _ = writeln!(o, "[credential \"smtp://{}:{}\"]", smtp.host, smtp.port);
+        let _ = writeln!(o, "\thelper =");
+        let _ = writeln!(
+            o,
+            "\thelper = {}",
+            git_quote(&format!("!{} git-credential", self.exe))
+        );
+        Ok(o)
+    }
+
+    fn himalaya(&self) -> Result<String> {
+        let imap = self.server(Proto::Imap, "IMAP")?;
+        let smtp = self.server(Proto::Smtp, "SMTP")?;
+        let enc = |t: Tls| match t {
+            Tls::Implicit => "tls",
+            Tls::Starttls => "start-tls",
+        };
+        let q = |s: &str| toml_quote(s);
+        let mut o = String::new();
+        self.header(
+            &mut o,
+            "#",
+            "himalaya 1.x",
+            "~/.config/himalaya/config.toml",
+        );
+        let _ = writeln!(
+            o,
+            "# Not run by mailtoken's test suite (himalaya is not packaged for Debian 12)."
+        );
+        let a = format!("accounts.{}", toml_key(self.name()));
+        let _ = writeln!(o, "[{a}]");
+        let _ = writeln!(o, "email = {}", q(&self.account.user));
+        let _ = writeln!(o, "backend.type = \"imap\"");
+        let _ = writeln!(o, "backend.host = {}", q(&imap.host));
+        let _ = writeln!(o, "backend.port = {}", imap.port);
+        let _ = writeln!(o, "backend.encryption.type = \"{}\"", enc(imap.tls));
+        let _ = writeln!(o, "backend.login = {}", q(&self.account.user));
+        let _ = writeln!(o, "backend.auth.type = \"oauth2\"");
+        let _ = writeln!(o, "backend.auth.method = \"{}\"", self.sasl.lower());
+        let _ = writeln!(
+            o,
+            "backend.auth.access-token.cmd = {}",
+            q(&self.token_cmd("imap"))
+        );
+        let _ = writeln!(o, "message.send.backend.type = \"smtp\"");
+        let _ = writeln!(o, "message.send.backend.host = {}", q(&smtp.host));
+        let _ = writeln!(o, "message.send.backend.port = {}", smtp.port);
+        let _ = writeln!(
+            o,
+            "message.send.backend.encryption.type = \"{}\"",
+            enc(smtp.tls)
+        );
+        let _ = writeln!(o, "message.send.backend.login = {}", q(&self.account.user));
+        let _ = writeln!(o, "message.send.backend.auth.type = \"oauth2\"");
+        let _ = writeln!(
+            o,
+            "message.send.backend.auth.method = \"{}\"",
+            self.sasl.lower()
+        );
+        let _ = writeln!(
+            o,
+            "message.send.backend.auth.access-token.cmd = {}",
+            q(&self.token_cmd("smtp"))
+        );
+        Ok(o)
+    }
+}
+
+/// A word for a POSIX shell: as is when it is plain, else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@%,=".contains(&b));
+    if plain {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// A double-quoted string for msmtp and mbsync, whose parsers take `\"` and `\\`.
+fn msmtp_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', r"\\").replace('"', "\\\""))
+}
+
+/// A double-quoted muttrc string: `\`, `"`, `$` and backquotes are special in it.
+fn mutt_quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        if matches!(c, '\\' | '"' | '$' | '`') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+/// A git config value in double quotes.
+fn git_quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', r"\\").replace('"', "\\\""))
+}
+
+fn toml_quote(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+fn toml_key(s: &str) -> String {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        s.to_owned()
+    } else {
+        toml_quote(s)
+    }
+}
+
+/// The user part of a URL (`alice%40gmail.com`): RFC 3986 unreserved characters as
+/// they are, everything else percent-encoded.
+fn url_user(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::path::Path;
+
+    fn account(extra: &str) -> Config {
+        Config::parse(
+            Path::new("test.toml"),
+            &format!("[accounts.work]\nprovider = \"google\"\nuser = \"alice@gmail.com\"\nclient_id = \"id\"\nclient_secret = \"s\"\n{extra}"),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("/usr/bin/mailtoken"), "/usr/bin/mailtoken");
+        assert_eq!(shell_quote("/home/a b/mailtoken"), "'/home/a b/mailtoken'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(msmtp_quote(r#"a "b" \c"#), r#""a \"b\" \\c""#);
+        assert_eq!(mutt_quote("$x `y`"), r#""\$x \`y\`""#);
+        assert_eq!(url_user("alice@gmail.com"), "alice%40gmail.com");
+        assert_eq!(url_user("a+b@x.y"), "a%2Bb%40x.y");
+        assert_eq!(toml_key("work"), "work");
+        assert_eq!(toml_key("my work"), "\"my work\"");
+    }
+
+    #[test]
+    fn msmtp_for_gmail() {
+        let c = account("");
+        let s = snippet(
+            Client::Msmtp,
+            &c.accounts["work"],
+            "/usr/bin/mailtoken",
+            Sasl::Xoauth2,
+        )
+        .unwrap();
+        assert!(s.contains("account work\nhost smtp.gmail.com\n"), "{s}");
+        assert!(s.contains("auth xoauth2\nuser alice@gmail.com\n"), "{s}");
+        assert!(
+            s.contains("passwordeval \"/usr/bin/mailtoken token work --for smtp\"\n"),
+            "{s}"
+        );
+        assert!(s.contains("500 messages a day"), "{s}");
+        assert!(s.contains("tls_trust_file system"), "{s}");
+    }
+
+    #[test]
+    fn neomutt_for_a_starttls_server_with_a_private_ca() {
+        let c = account(
+            "ca_file = \"/etc/lab-ca.pem\"\nimap = { host = \"mail.lab\", port = 143 }\nsmtp = { host = \"mail.lab\", port = 587 }\n",
+        );
+        let s = snippet(
+            Client::Neomutt,
+            &c.accounts["work"],
+            "/opt/my tools/mailtoken",
+            Sasl::Oauthbearer,
+        )
+        .unwrap();
+        assert!(
+            s.contains("set folder = \"imap://alice%40gmail.com@mail.lab:143/\""),
+            "{s}"
+        );
+        assert!(s.contains("set ssl_starttls = yes"), "{s}");
+        assert!(
+            s.contains("set imap_authenticators = \"oauthbearer\""),
+            "{s}"
+        );
+        assert!(
+            s.contains("set smtp_oauth_refresh_command = \"'/opt/my tools/mailtoken' token work --for smtp\""),
+            "{s}"
+        );
+        assert!(
+            s.contains("set ssl_ca_certificates_file = \"/etc/lab-ca.pem\""),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn mbsync_refuses_oauthbearer_and_missing_servers_are_named() {
+        let c = account("");
+        let e = snippet(Client::Mbsync, &c.accounts["work"], "m", Sasl::Oauthbearer).unwrap_err();
+        assert!(e.message.contains("XOAUTH2 only"), "{}", e.message);
+        let c = Config::parse(
+            Path::new("t.toml"),
+            "[accounts.x]\nuser = \"u@example.org\"\nclient_id = \"c\"\nauth_url = \"https://e.org/a\"\ntoken_url = \"https://e.org/t\"\nscopes = [\"s\"]\n",
+        )
+        .unwrap();
+        let e = snippet(Client::Msmtp, &c.accounts["x"], "m", Sasl::Xoauth2).unwrap_err();
+        assert!(e.message.contains("no SMTP server"), "{}", e.message);
+    }
+}
