@@ -136,7 +136,7 @@ impl Broker {
         let old = self.load(account).ok().flatten();
         let got_refresh_token = grant.refresh_token.is_some();
         let mut rec = TokenRecord::default();
-        let requested = account.oauth.scopes.clone();
+        let requested = account.oauth()?.scopes.clone();
         apply_grant(&mut rec, grant, true);
         if rec.scopes.is_empty() {
             rec.scopes = requested;
@@ -167,7 +167,7 @@ impl Broker {
             return Ok((false, None));
         };
         let mut warning = None;
-        if account.oauth.revoke_url.is_some() {
+        if account.oauth()?.revoke_url.is_some() {
             let target = match (&rec.refresh_token, &rec.access_token) {
                 (Some(rt), _) => Some((rt.clone(), "refresh_token")),
                 (None, Some(at)) => Some((at.clone(), "access_token")),
@@ -242,7 +242,9 @@ fn no_refresh_token(account: &Account) -> Error {
 
 /// What makes the provider issue a refresh token, for a login that got none.
 pub fn missing_refresh_token_hint(account: &Account) -> String {
-    let o = &account.oauth;
+    let Ok(o) = account.oauth() else {
+        return String::new();
+    };
     let has = |k: &str, v: &str| o.auth_params.iter().any(|(pk, pv)| pk == k && pv == v);
     if account.provider.is_some_and(|p| p.name == "google") {
         if has("access_type", "offline") && has("prompt", "consent") {

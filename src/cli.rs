@@ -13,7 +13,9 @@ use std::time::Duration;
     long_about = "OAuth 2.0 credential helper and token broker for mail programs.\n\n\
         Log in once in the browser with `mailtoken login ACCOUNT`; then use \
         `mailtoken token ACCOUNT` as the password command of msmtp, neomutt, mbsync or aerc. \
-        It prints a valid access token every time, refreshing it when needed.\n\n\
+        It prints a valid access token every time, refreshing it when needed. For an \
+        app password (iCloud, Fastmail, Yahoo; auth = \"password\"), `mailtoken set-password \
+        ACCOUNT` stores it in the OS keyring and `mailtoken password ACCOUNT` prints it.\n\n\
         Accounts live in $MAILTOKEN_CONFIG, else $XDG_CONFIG_HOME/mailtoken/config.toml.\n\n\
         Exit status: 0 ok, 64 usage, 65 bad input, 69 unavailable, 75 temporary failure \
         (retry later), 77 you need to act (log in, approve), 78 configuration error.",
@@ -59,6 +61,14 @@ pub enum Command {
         #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
         wait: Duration,
     },
+    /// Store an app password in the OS keyring, where msmtp finds it too.
+    ///
+    /// For an account with auth = "password" (iCloud, Fastmail, Yahoo, or Gmail with an
+    /// app password). Typed at a prompt that does not echo, or the first line of stdin
+    /// when it is not a terminal.
+    SetPassword { account: String },
+    /// Print the stored app password of an account on stdout.
+    Password { account: String },
     /// Log in to the account's IMAP, POP3 and SMTP servers for real, and explain what
     /// is wrong when a server refuses.
     Verify {
@@ -114,6 +124,13 @@ pub enum Command {
     Serve,
     /// List the provider presets, or show one in full.
     Providers { name: Option<String> },
+    /// Git credential helper for git send-email: `get` answers with the user and a valid
+    /// access token of the account whose SMTP server git names; `store` and `erase` do
+    /// nothing (git config: credential."smtp://HOST:PORT".helper = "!mailtoken git-credential").
+    GitCredential {
+        /// get, store or erase (given by git; any other operation is ignored).
+        operation: String,
+    },
     /// Print shell completions.
     #[command(hide = true)]
     Completions { shell: clap_complete::Shell },

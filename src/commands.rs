@@ -6,7 +6,7 @@ use crate::broker::Broker;
 use crate::cli::{
     Cli, Command, ForProto, Format, SaslMechanism, SetupClient, SetupMechanism, TlsMode, TokenArgs,
 };
-use crate::config::{Account, Config, Proto, Server, Tls};
+use crate::config::{Account, AuthKind, Config, Proto, Server, Tls};
 use crate::daemon::client;
 use crate::daemon::protocol::{self, Op, Request};
 use crate::error::{Error, Result};
@@ -44,6 +44,8 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             let broker = open_broker(true)?;
             let acct = broker.account(&account)?;
+            // An app-password account has nothing to log in to: say so before anything.
+            acct.oauth()?;
             tell_daemon(Op::LoginStarted {
                 account: account.clone(),
             });
@@ -138,6 +140,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Logout { account } => {
             let broker = open_broker(true)?;
             let acct = broker.account(&account)?;
+            if acct.uses_app_password() {
+                let (existed, store) = crate::password::forget(acct)?;
+                if existed {
+                    eprintln!("Forgot the app password of {account} (from the {store}).");
+                } else {
+                    eprintln!("No app password was stored for {account}.");
+                }
+                return Ok(());
+            }
             let (existed, warning) = broker.logout(acct)?;
             tell_daemon(Op::Reload {
                 account: account.clone(),
@@ -178,6 +189,10 @@ pub fn run(cli: Cli) -> Result<()> {
             let now = record::now();
             let mut rows = Vec::new();
             for a in names {
+                if a.uses_app_password() {
+                    rows.push(app_password_row(a));
+                    continue;
+                }
                 let rec = broker.load(a);
                 rows.push(status_row(a, rec, now, &broker.store().describe()));
             }
@@ -195,7 +210,21 @@ pub fn run(cli: Cli) -> Result<()> {
                 describe_provider(p)
             }
         }),
+        Command::SetPassword { account } => {
+            let config = Config::load_default()?;
+            let note = crate::password::set_password(config.account(&account)?)?;
+            eprintln!("{note}");
+            Ok(())
+        }
+        Command::Password { account } => {
+            let config = Config::load_default()?;
+            print_stdout(&crate::password::credential(
+                config.account(&account)?,
+                Format::Raw,
+            )?)
+        }
         Command::Serve => crate::daemon::server::serve(),
+        Command::GitCredential { operation } => crate::gitcred::run(&operation),
         Command::Completions { shell } => {
             let mut out = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "mailtoken", &mut out);
@@ -230,7 +259,13 @@ pub fn token(args: TokenArgs) -> Result<()> {
             _ => Err(reply.into_error()),
         };
     }
-    let broker = open_broker(false)?;
+    let config = Config::load_default()?;
+    if let Some(acct) = config.accounts.get(&args.account)
+        && acct.uses_app_password()
+    {
+        return print_stdout(&crate::password::credential(acct, args.format)?);
+    }
+    let broker = Broker::open(config)?;
     let acct = broker.account(&args.account)?;
     let rec = broker.access_token(acct, args.min_valid)?;
     let out = render(args.format, acct, &rec, args.for_proto)?;
@@ -332,7 +367,7 @@ pub(crate) struct StatusRow {
     provider: Option<String>,
     user: String,
     kind: String,
-    /// none | valid | expired | needs_login | error
+    /// none | valid | expired | needs_login | error; app passwords: none | stored | error
     state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_at: Option<u64>,
@@ -403,6 +438,23 @@ pub(crate) fn status_row(
     row
 }
 
+/// The row of an app-password account (kind "password"): whether the keyring holds
+/// its password, and under which attributes.
+pub(crate) fn app_password_row(a: &Account) -> StatusRow {
+    let found = crate::password::stored(a);
+    let mut row = status_row(a, Ok(None), 0, &found.store);
+    row.kind = "password".into();
+    match found.stored {
+        Ok(true) => row.state = "stored".into(),
+        Ok(false) => {}
+        Err(e) => {
+            row.state = "error".into();
+            row.last_error = Some(e.to_string());
+        }
+    }
+    row
+}
+
 fn time(t: u64) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(t)).to_string()
 }
@@ -417,6 +469,32 @@ fn render_status(r: &StatusRow) -> String {
             .map(|p| format!(", {p}"))
             .unwrap_or_default()
     );
+    if r.kind == "password" {
+        s += &format!(
+            "  app password:  {}\n",
+            match r.state.as_str() {
+                "stored" => "stored".to_owned(),
+                "error" => "unknown (the keyring could not be read)".to_owned(),
+                _ => format!("none; run `mailtoken set-password {}`", r.account),
+            }
+        );
+        if let Some(e) = &r.last_error {
+            s += &format!(
+                "  last error:    {}\n",
+                e.replace('\n', "\n                 ")
+            );
+        }
+        s += &format!(
+            "  store:         {}{}\n",
+            r.store,
+            if r.daemon {
+                " (answered by the daemon)"
+            } else {
+                ""
+            }
+        );
+        return s;
+    }
     let token = match (r.state.as_str(), r.expires_in) {
         ("none", _) => format!("none; run `mailtoken login {}`", r.account),
         ("error", _) => "unknown (the store could not be read)".to_owned(),
@@ -480,9 +558,14 @@ fn render_status(r: &StatusRow) -> String {
 fn list_providers() -> String {
     let mut s = String::from("Provider presets (use `mailtoken providers NAME` for details):\n");
     for p in providers::ALL {
-        s += &format!("  {:<10} {}\n", p.name, p.title);
+        let how = match p.default_auth {
+            AuthKind::Oauth => "",
+            AuthKind::Password => " (app password)",
+        };
+        s += &format!("  {:<10} {}{how}\n", p.name, p.title);
     }
     s += "Any other OAuth 2.0 provider: leave `provider` out and set auth_url, token_url and scopes.\n";
+    s += "Any other server with a password: leave `provider` out, set auth = \"password\" and its servers.\n";
     s
 }
 
@@ -496,17 +579,27 @@ fn server_line(label: &str, s: &Server) -> String {
 
 fn describe_provider(p: &providers::Provider) -> String {
     let mut s = format!("{} ({})\n", p.name, p.title);
-    s += &format!(
-        "  authorization  {}\n  token          {}\n",
-        p.auth_url, p.token_url
-    );
+    s += &match (p.default_auth, p.app_passwords) {
+        (AuthKind::Password, Some(at)) => format!(
+            "  sign-in        app password (`mailtoken set-password ACCOUNT`); create one at {at}\n"
+        ),
+        (AuthKind::Oauth, Some(at)) => format!(
+            "  sign-in        OAuth; or an app password with auth = \"password\": create one at {at}\n"
+        ),
+        _ => "  sign-in        OAuth\n".to_owned(),
+    };
+    if let (Some(auth), Some(token)) = (p.auth_url, p.token_url) {
+        s += &format!("  authorization  {auth}\n  token          {token}\n");
+    }
     if let Some(u) = p.device_url {
         s += &format!("  device         {u}\n");
     }
     if let Some(u) = p.revoke_url {
         s += &format!("  revocation     {u}\n");
     }
-    s += &format!("  scopes         {}\n", p.scopes.join(" "));
+    if !p.scopes.is_empty() {
+        s += &format!("  scopes         {}\n", p.scopes.join(" "));
+    }
     if !p.auth_params.is_empty() {
         let params: Vec<String> = p
             .auth_params
@@ -515,7 +608,9 @@ fn describe_provider(p: &providers::Provider) -> String {
             .collect();
         s += &format!("  auth params    {}\n", params.join(" "));
     }
-    s += &format!("  redirect       http://{}:PORT/\n", p.redirect_host);
+    if p.auth_url.is_some() {
+        s += &format!("  redirect       http://{}:PORT/\n", p.redirect_host);
+    }
     if let Some(t) = p.default_tenant {
         s += &format!("  tenant         {t} (default; set `tenant` in the account)\n");
     }
@@ -609,6 +704,27 @@ mod tests {
         assert!(render_status(&row).contains("run `mailtoken login a`"));
         let row = status_row(&a, Ok(None), 1700, "file x");
         assert_eq!(row.state, "none");
+    }
+
+    #[test]
+    fn app_password_presets_are_listed_and_described() {
+        let l = list_providers();
+        for p in ["icloud", "fastmail", "yahoo"] {
+            assert!(l.contains(p), "{l}");
+        }
+        assert!(l.contains("iCloud Mail (app password)"), "{l}");
+        let d = describe_provider(&providers::ICLOUD);
+        assert!(d.contains("sign-in        app password"), "{d}");
+        assert!(d.contains("smtp.mail.me.com:587 (STARTTLS)"), "{d}");
+        assert!(
+            !d.contains("authorization") && !d.contains("redirect"),
+            "{d}"
+        );
+        let g = describe_provider(&providers::GOOGLE);
+        assert!(
+            g.contains("or an app password with auth = \"password\""),
+            "{g}"
+        );
     }
 
     #[test]

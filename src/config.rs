@@ -44,13 +44,32 @@ pub struct Config {
     pub notify_cmd: Option<String>,
 }
 
+/// How an account signs in to its mail servers: `auth` in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// OAuth 2.0 tokens: `mailtoken login`, then `mailtoken token`.
+    Oauth,
+    /// An app password kept in the OS keyring: `mailtoken set-password`, then
+    /// `mailtoken password` (see `crate::password`).
+    Password,
+}
+
+/// The account's way of signing in, with what it needs.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    OAuth(Box<OAuth>),
+    /// The password itself lives in the OS keyring, never in the config.
+    Password,
+}
+
 /// One account, with the provider preset already applied.
 #[derive(Debug, Clone)]
 pub struct Account {
     pub name: String,
     pub user: String,
     pub provider: Option<&'static Provider>,
-    pub oauth: OAuth,
+    pub auth: Auth,
     pub imap: Option<Server>,
     pub pop: Option<Server>,
     pub smtp: Option<Server>,
@@ -75,6 +94,26 @@ pub struct OAuth {
 }
 
 impl Account {
+    /// The OAuth settings; for an app-password account, a usage error that says what
+    /// to run instead (`login` and `verify --mechanism xoauth2` end up here).
+    pub fn oauth(&self) -> Result<&OAuth> {
+        match &self.auth {
+            Auth::OAuth(o) => Ok(o.as_ref()),
+            Auth::Password => Err(Error::usage(format!(
+                "account {} signs in with an app password (auth = \"password\"), not OAuth",
+                self.name
+            ))
+            .with_remedy(format!(
+                "Store the app password with `mailtoken set-password {}`; `mailtoken password {}` prints it.",
+                self.name, self.name
+            ))),
+        }
+    }
+
+    pub fn uses_app_password(&self) -> bool {
+        matches!(self.auth, Auth::Password)
+    }
+
     pub fn server(&self, proto: Proto) -> Option<&Server> {
         match proto {
             Proto::Imap => self.imap.as_ref(),
@@ -108,6 +147,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 struct RawAccount {
     provider: Option<Spanned<String>>,
+    auth: Option<Spanned<AuthKind>>,
     tenant: Option<String>,
     user: Option<String>,
     client_id: Option<String>,
@@ -323,6 +363,112 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
             "Add user = \"you@example.com\": the mail address the servers know you by.",
         )
     })?;
+    let server =
+        |own: &Option<RawServer>, preset: Option<&Server>, proto: &str| -> Option<Server> {
+            let Some(s) = own else {
+                return preset.cloned();
+            };
+            let tls = s.tls.unwrap_or(match s.port {
+                Some(143 | 110 | 587 | 25) => Tls::Starttls,
+                _ => Tls::Implicit,
+            });
+            let port = s.port.unwrap_or(match (proto, tls) {
+                ("imap", Tls::Implicit) => 993,
+                ("imap", Tls::Starttls) => 143,
+                ("pop", Tls::Implicit) => 995,
+                ("pop", Tls::Starttls) => 110,
+                (_, Tls::Implicit) => 465,
+                (_, Tls::Starttls) => 587,
+            });
+            Some(Server {
+                host: Cow::Owned(s.host.clone()),
+                port,
+                tls,
+            })
+        };
+    let imap = server(&a.imap, provider.and_then(|p| p.imap.as_ref()), "imap");
+    let pop = server(&a.pop, provider.and_then(|p| p.pop.as_ref()), "pop");
+    let smtp = server(&a.smtp, provider.and_then(|p| p.smtp.as_ref()), "smtp");
+    let auth = match &a.auth {
+        Some(k) => *k.get_ref(),
+        None => provider.map_or(AuthKind::Oauth, |p| p.default_auth),
+    };
+    let auth_span = || a.auth.as_ref().map_or(span.clone(), |k| k.span());
+    if auth == AuthKind::Password {
+        if let Some(p) = provider.filter(|p| p.app_passwords.is_none()) {
+            return Err(src.error(
+                Some(auth_span()),
+                &format!(
+                    "provider `{}` ({}) does not accept app passwords for mail programs",
+                    p.name, p.title
+                ),
+                Some(format!(
+                    "Remove auth = \"password\" to use OAuth. If your server still takes a password, leave `provider` out and set imap, pop and smtp in [accounts.{name}]."
+                )),
+            ));
+        }
+        // Keys that only OAuth uses are mistakes here, not harmless leftovers: the
+        // account would silently not do what they say.
+        let stray: Vec<&str> = [
+            ("tenant", a.tenant.is_some()),
+            ("client_id", a.client_id.is_some()),
+            ("client_secret", a.client_secret.is_some()),
+            ("client_secret_cmd", a.client_secret_cmd.is_some()),
+            ("auth_url", a.auth_url.is_some()),
+            ("token_url", a.token_url.is_some()),
+            ("device_url", a.device_url.is_some()),
+            ("revoke_url", a.revoke_url.is_some()),
+            ("scopes", a.scopes.is_some()),
+            ("auth_params", !a.auth_params.is_empty()),
+            ("redirect_host", a.redirect_host.is_some()),
+            ("redirect_path", a.redirect_path.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(k, set)| set.then_some(k))
+        .collect();
+        if !stray.is_empty() {
+            return Err(src.error(
+                Some(span.clone()),
+                &format!(
+                    "account `{name}` signs in with an app password (auth = \"password\"), so {} {} not apply",
+                    stray.join(", "),
+                    if stray.len() == 1 { "does" } else { "do" }
+                ),
+                Some("Remove them, or set auth = \"oauth\" to use OAuth.".into()),
+            ));
+        }
+        if imap.is_none() && pop.is_none() && smtp.is_none() {
+            return Err(missing(
+                "smtp",
+                "An app-password account needs its servers: add smtp = { host = \"...\" } (the keyring entry is found by the SMTP host, as msmtp finds it) and imap or pop, or use a provider preset such as provider = \"icloud\".",
+            ));
+        }
+        return Ok(Account {
+            imap,
+            pop,
+            smtp,
+            ca_file: a.ca_file.clone().map(|p| expand_home(&p)),
+            name,
+            user,
+            provider,
+            auth: Auth::Password,
+        });
+    }
+    if let Some(p) = provider.filter(|p| p.auth_url.is_none())
+        && a.auth_url.is_none()
+    {
+        return Err(src.error(
+            Some(auth_span()),
+            &format!(
+                "provider `{}` ({}) offers no OAuth to mail programs like this one",
+                p.name, p.title
+            ),
+            Some(format!(
+                "Remove auth = \"oauth\": {} accounts use an app password (`mailtoken set-password {name}`).",
+                p.title
+            )),
+        ));
+    }
     let client_id = a.client_id.clone().ok_or_else(|| {
         missing(
             "client_id",
@@ -357,20 +503,24 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
                 Url::parse(&u).expect("preset URLs are valid")
             }))
         };
-    let auth_url =
-        from_preset("auth_url", &a.auth_url, provider.map(|p| p.auth_url))?.ok_or_else(|| {
+    let auth_url = from_preset("auth_url", &a.auth_url, provider.and_then(|p| p.auth_url))?
+        .ok_or_else(|| {
             missing(
                 "auth_url",
                 "Set auth_url and token_url, or a provider preset such as provider = \"google\".",
             )
         })?;
-    let token_url = from_preset("token_url", &a.token_url, provider.map(|p| p.token_url))?
-        .ok_or_else(|| {
-            missing(
-                "token_url",
-                "Set token_url: the provider's OAuth 2.0 token endpoint.",
-            )
-        })?;
+    let token_url = from_preset(
+        "token_url",
+        &a.token_url,
+        provider.and_then(|p| p.token_url),
+    )?
+    .ok_or_else(|| {
+        missing(
+            "token_url",
+            "Set token_url: the provider's OAuth 2.0 token endpoint.",
+        )
+    })?;
     let device_url = from_preset(
         "device_url",
         &a.device_url,
@@ -383,8 +533,10 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
     )?;
     let scopes = match (&a.scopes, provider) {
         (Some(s), _) => s.clone(),
-        (None, Some(p)) => p.scopes.iter().map(|s| (*s).to_owned()).collect(),
-        (None, None) => {
+        (None, Some(p)) if p.auth_url.is_some() => {
+            p.scopes.iter().map(|s| (*s).to_owned()).collect()
+        }
+        (None, _) => {
             return Err(missing(
                 "scopes",
                 "Set scopes = [...]: the scopes that give IMAP/SMTP access, plus offline_access where the provider wants it for a refresh token.",
@@ -433,38 +585,15 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
         }
         None => "/".to_owned(),
     };
-    let server =
-        |own: &Option<RawServer>, preset: Option<&Server>, proto: &str| -> Result<Option<Server>> {
-            let Some(s) = own else {
-                return Ok(preset.cloned());
-            };
-            let tls = s.tls.unwrap_or(match s.port {
-                Some(143 | 110 | 587 | 25) => Tls::Starttls,
-                _ => Tls::Implicit,
-            });
-            let port = s.port.unwrap_or(match (proto, tls) {
-                ("imap", Tls::Implicit) => 993,
-                ("imap", Tls::Starttls) => 143,
-                ("pop", Tls::Implicit) => 995,
-                ("pop", Tls::Starttls) => 110,
-                (_, Tls::Implicit) => 465,
-                (_, Tls::Starttls) => 587,
-            });
-            Ok(Some(Server {
-                host: Cow::Owned(s.host.clone()),
-                port,
-                tls,
-            }))
-        };
     Ok(Account {
-        imap: server(&a.imap, provider.and_then(|p| p.imap.as_ref()), "imap")?,
-        pop: server(&a.pop, provider.and_then(|p| p.pop.as_ref()), "pop")?,
-        smtp: server(&a.smtp, provider.and_then(|p| p.smtp.as_ref()), "smtp")?,
+        imap,
+        pop,
+        smtp,
         ca_file: a.ca_file.clone().map(|p| expand_home(&p)),
         name,
         user,
         provider,
-        oauth: OAuth {
+        auth: Auth::OAuth(Box::new(OAuth {
             client_id,
             client_secret,
             client_secret_cmd: a.client_secret_cmd.clone(),
@@ -476,7 +605,7 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
             auth_params,
             redirect_host,
             redirect_path,
-        },
+        })),
     })
 }
 
@@ -522,23 +651,25 @@ client_secret = "GOCSPX-abc"
         let c = parse(GOOGLE).unwrap();
         let a = c.account("alice").unwrap();
         assert_eq!(
-            a.oauth.token_url.as_str(),
+            a.oauth().unwrap().token_url.as_str(),
             "https://oauth2.googleapis.com/token"
         );
-        assert_eq!(a.oauth.scopes, vec!["https://mail.google.com/"]);
+        assert_eq!(a.oauth().unwrap().scopes, vec!["https://mail.google.com/"]);
         assert!(
-            a.oauth
+            a.oauth()
+                .unwrap()
                 .auth_params
                 .contains(&("access_type".into(), "offline".into()))
         );
         assert!(
-            a.oauth
+            a.oauth()
+                .unwrap()
                 .auth_params
                 .contains(&("prompt".into(), "consent".into()))
         );
         assert_eq!(a.imap.as_ref().unwrap().host, "imap.gmail.com");
         assert_eq!(a.smtp.as_ref().unwrap().port, 465);
-        assert_eq!(a.oauth.redirect_host, "127.0.0.1");
+        assert_eq!(a.oauth().unwrap().redirect_host, "127.0.0.1");
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
     }
 
@@ -550,12 +681,18 @@ client_secret = "GOCSPX-abc"
         .unwrap();
         let a = c.account("work").unwrap();
         assert_eq!(
-            a.oauth.auth_url.as_str(),
+            a.oauth().unwrap().auth_url.as_str(),
             "https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize"
         );
-        assert!(a.oauth.scopes.iter().any(|s| s == "offline_access"));
+        assert!(
+            a.oauth()
+                .unwrap()
+                .scopes
+                .iter()
+                .any(|s| s == "offline_access")
+        );
         assert_eq!(a.smtp.as_ref().unwrap().tls, Tls::Starttls);
-        assert_eq!(a.oauth.redirect_host, "localhost");
+        assert_eq!(a.oauth().unwrap().redirect_host, "localhost");
     }
 
     #[test]
@@ -567,7 +704,8 @@ client_secret = "GOCSPX-abc"
         assert!(
             c.account("w")
                 .unwrap()
-                .oauth
+                .oauth()
+                .unwrap()
                 .token_url
                 .as_str()
                 .contains("/common/")
@@ -604,7 +742,7 @@ pop = { host = "mail.example.org", port = 1995, tls = "starttls" }
         assert_eq!(a.smtp.as_ref().unwrap().tls, Tls::Starttls);
         assert_eq!(a.pop.as_ref().unwrap().port, 1995);
         assert_eq!(
-            a.oauth.auth_params,
+            a.oauth().unwrap().auth_params,
             vec![("prompt".to_owned(), "consent".to_owned())]
         );
         assert!(a.provider.is_none());
@@ -697,6 +835,104 @@ pop = { host = "mail.example.org", port = 1995, tls = "starttls" }
         let e = c.account("bob").unwrap_err().to_string();
         assert!(
             e.contains("no account `bob`") && e.contains("accounts: alice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn app_password_presets_need_only_a_user() {
+        let c = parse("[accounts.carol]\nprovider = \"icloud\"\nuser = \"carol@icloud.com\"\n")
+            .unwrap();
+        let a = c.account("carol").unwrap();
+        assert!(a.uses_app_password());
+        assert_eq!(a.oauth().unwrap_err().code, crate::error::ExitCode::Usage);
+        assert_eq!(
+            a.imap,
+            Some(Server {
+                host: "imap.mail.me.com".into(),
+                port: 993,
+                tls: Tls::Implicit
+            })
+        );
+        let smtp = a.smtp.as_ref().unwrap();
+        assert_eq!(
+            (&*smtp.host, smtp.port, smtp.tls),
+            ("smtp.mail.me.com", 587, Tls::Starttls)
+        );
+        assert!(a.pop.is_none());
+        for (p, smtp) in [
+            ("fastmail", "smtp.fastmail.com"),
+            ("yahoo", "smtp.mail.yahoo.com"),
+        ] {
+            let c = parse(&format!(
+                "[accounts.x]\nprovider = \"{p}\"\nuser = \"x@y.z\"\n"
+            ))
+            .unwrap();
+            let a = c.account("x").unwrap();
+            assert!(a.uses_app_password(), "{p}");
+            assert_eq!(a.smtp.as_ref().unwrap().host, smtp);
+            assert_eq!(a.smtp.as_ref().unwrap().port, 465);
+            assert_eq!(a.pop.as_ref().unwrap().port, 995);
+        }
+    }
+
+    #[test]
+    fn google_takes_an_app_password_when_asked() {
+        let c = parse(
+            "[accounts.g]\nprovider = \"google\"\nauth = \"password\"\nuser = \"g@gmail.com\"\n",
+        )
+        .unwrap();
+        let a = c.account("g").unwrap();
+        assert!(a.uses_app_password());
+        assert_eq!(a.smtp.as_ref().unwrap().host, "smtp.gmail.com");
+        assert!(
+            !parse(GOOGLE)
+                .unwrap()
+                .account("alice")
+                .unwrap()
+                .uses_app_password()
+        );
+        // A spelled-out account with its own servers.
+        let c = parse(
+            "[accounts.h]\nauth = \"password\"\nuser = \"h@x.org\"\nsmtp = { host = \"mail.x.org\", port = 587 }\n",
+        )
+        .unwrap();
+        assert!(c.account("h").unwrap().uses_app_password());
+    }
+
+    #[test]
+    fn app_password_mistakes_point_at_the_spot() {
+        let e = err(
+            "[accounts.w]\nprovider = \"microsoft\"\nauth = \"password\"\nuser = \"b@c.com\"\n",
+        );
+        assert!(
+            e.contains("config.toml:3:8: provider `microsoft`")
+                && e.contains("does not accept app passwords"),
+            "{e}"
+        );
+        let e = err(&GOOGLE.replace(
+            "provider = \"google\"",
+            "provider = \"google\"\nauth = \"password\"",
+        ));
+        assert!(
+            e.contains("config.toml:2:1: account `alice` signs in with an app password"),
+            "{e}"
+        );
+        assert!(e.contains("client_id, client_secret do not apply"), "{e}");
+        let e =
+            err("[accounts.c]\nprovider = \"icloud\"\nauth = \"oauth\"\nuser = \"c@icloud.com\"\n");
+        assert!(
+            e.contains("config.toml:3:8: provider `icloud` (iCloud Mail) offers no OAuth"),
+            "{e}"
+        );
+        let e = err("[accounts.c]\nauth = \"token\"\nuser = \"c@x.org\"\n");
+        assert!(
+            e.contains("config.toml:2:8: unknown variant `token`"),
+            "{e}"
+        );
+        let e = err("[accounts.c]\nauth = \"password\"\nuser = \"c@x.org\"\n");
+        assert!(
+            e.contains("config.toml:1:1: account `c` has no `smtp`"),
             "{e}"
         );
     }

@@ -23,7 +23,7 @@ pub struct LoginOptions {
 pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<()> {
     let rt = runtime()?;
     let client = OAuthClient::new(account, broker.config.timeout)?;
-    let o = &account.oauth;
+    let o = account.oauth()?;
     let (callback, redirect_uri, verifier) = rt.block_on(async {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         if opts.paste {

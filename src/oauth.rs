@@ -3,7 +3,7 @@
 //! classified before it reaches a person: a 503, a hang, an HTML page from a captive
 //! portal and a rejected refresh token each get their own words and exit code.
 
-use crate::config::Account;
+use crate::config::{Account, OAuth};
 use crate::error::{Error, ExitCode, Result, chain};
 use crate::secret::Secret;
 use oauth2::basic::{BasicClient, BasicErrorResponse, BasicErrorResponseType, BasicTokenResponse};
@@ -27,6 +27,8 @@ pub struct TokenGrant {
 /// The token endpoint of one account, with its HTTP client and client credentials.
 pub struct OAuthClient<'a> {
     account: &'a Account,
+    /// The account's OAuth settings (an app-password account never gets a client).
+    oauth: &'a OAuth,
     http: reqwest::Client,
     secret: Option<Secret>,
     timeout: Duration,
@@ -161,13 +163,11 @@ pub fn http_client(account: &Account, timeout: Duration) -> Result<reqwest::Clie
         .timeout(timeout)
         .connect_timeout(timeout)
         .user_agent(concat!("mailtoken/", env!("CARGO_PKG_VERSION")));
-    let needs_tls = [
-        Some(&account.oauth.token_url),
-        account.oauth.revoke_url.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .any(|u| u.scheme() == "https");
+    let o = account.oauth()?;
+    let needs_tls = [Some(&o.token_url), o.revoke_url.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|u| u.scheme() == "https");
     // Loading the trust store costs a few milliseconds; plain-http loopback test
     // endpoints do not need it.
     if needs_tls {
@@ -212,16 +212,15 @@ fn secret_from_command(account: &Account, cmd: &str) -> Result<Secret> {
 
 impl<'a> OAuthClient<'a> {
     pub fn new(account: &'a Account, timeout: Duration) -> Result<Self> {
-        let secret = match (
-            &account.oauth.client_secret,
-            &account.oauth.client_secret_cmd,
-        ) {
+        let oauth = account.oauth()?;
+        let secret = match (&oauth.client_secret, &oauth.client_secret_cmd) {
             (Some(s), _) => Some(s.clone()),
             (None, Some(cmd)) => Some(secret_from_command(account, cmd)?),
             (None, None) => None,
         };
         Ok(OAuthClient {
             account,
+            oauth,
             http: http_client(account, timeout)?,
             secret,
             timeout,
@@ -237,7 +236,7 @@ impl<'a> OAuthClient<'a> {
         oauth2::EndpointNotSet,
         oauth2::EndpointSet,
     > {
-        let o = &self.account.oauth;
+        let o = self.oauth;
         let mut c = BasicClient::new(ClientId::new(o.client_id.clone()))
             .set_auth_uri(AuthUrl::from_url(o.auth_url.clone()))
             .set_token_uri(TokenUrl::from_url(o.token_url.clone()))
@@ -256,7 +255,7 @@ impl<'a> OAuthClient<'a> {
         redirect_uri: &Url,
         challenge: PkceCodeChallenge,
     ) -> (Url, CsrfToken) {
-        let o = &self.account.oauth;
+        let o = self.oauth;
         let client = self
             .client()
             .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
@@ -305,13 +304,13 @@ impl<'a> OAuthClient<'a> {
 
     /// RFC 7009 revocation of a token at the provider's revocation endpoint.
     pub async fn revoke(&self, token: &Secret, hint: &str) -> Result<()> {
-        let Some(url) = &self.account.oauth.revoke_url else {
+        let Some(url) = &self.oauth.revoke_url else {
             return Ok(());
         };
         let mut form = vec![
             ("token", token.expose()),
             ("token_type_hint", hint),
-            ("client_id", &self.account.oauth.client_id),
+            ("client_id", &self.oauth.client_id),
         ];
         if let Some(s) = &self.secret {
             form.push(("client_secret", s.expose()));
@@ -368,7 +367,7 @@ impl<'a> OAuthClient<'a> {
                     .scopes()
                     .map(|s| s.iter().map(|x| x.to_string()).collect()),
             }),
-            Err(e) => Err(classify(self.account, self.timeout, step, e)),
+            Err(e) => Err(classify(self.account, self.oauth, self.timeout, step, e)),
         }
     }
 }
@@ -396,12 +395,13 @@ pub fn invalid_grant_causes(account: &Account) -> &'static str {
 
 fn classify(
     account: &Account,
+    oauth: &OAuth,
     timeout: Duration,
     step: Step,
     e: RequestTokenError<HttpFault, BasicErrorResponse>,
 ) -> Error {
     let name = &account.name;
-    let url = &account.oauth.token_url;
+    let url = &oauth.token_url;
     let what = match step {
         Step::Login => "exchanging the authorization code",
         Step::Refresh => "refreshing the access token",

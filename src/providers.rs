@@ -2,15 +2,22 @@
 //! user's config names a provider instead of spelling them out. The facts come from
 //! `shared/docs/provider-facts.md`; change both together.
 
-use crate::config::{Server, Tls};
+use crate::config::{AuthKind, Server, Tls};
 
 /// A provider preset. `{tenant}` in a URL is replaced by the account's `tenant`.
 #[derive(Debug)]
 pub struct Provider {
     pub name: &'static str,
     pub title: &'static str,
-    pub auth_url: &'static str,
-    pub token_url: &'static str,
+    /// How its accounts sign in unless they say `auth = ...`.
+    pub default_auth: AuthKind,
+    /// Where to create an app password; `None`: the provider takes none from mail
+    /// programs, so `auth = "password"` is refused.
+    pub app_passwords: Option<&'static str>,
+    /// `None` (with `token_url`): the provider offers no OAuth to mail programs like
+    /// this one; the OAuth fields below are then unused.
+    pub auth_url: Option<&'static str>,
+    pub token_url: Option<&'static str>,
     pub device_url: Option<&'static str>,
     pub revoke_url: Option<&'static str>,
     pub scopes: &'static [&'static str],
@@ -42,8 +49,13 @@ const fn server(host: &'static str, port: u16, tls: Tls) -> Server {
 pub static GOOGLE: Provider = Provider {
     name: "google",
     title: "Gmail / Google Workspace",
-    auth_url: "https://accounts.google.com/o/oauth2/v2/auth",
-    token_url: "https://oauth2.googleapis.com/token",
+    default_auth: AuthKind::Oauth,
+    // Only with 2-Step Verification on; the 16 letters replace the account password.
+    app_passwords: Some(
+        "https://myaccount.google.com/apppasswords (2-Step Verification must be on; Workspace administrators can forbid them)",
+    ),
+    auth_url: Some("https://accounts.google.com/o/oauth2/v2/auth"),
+    token_url: Some("https://oauth2.googleapis.com/token"),
     // Google's device flow rejects the Gmail scope (invalid_scope): no device_url.
     device_url: None,
     revoke_url: Some("https://oauth2.googleapis.com/revoke"),
@@ -69,8 +81,12 @@ pub static GOOGLE: Provider = Provider {
 pub static MICROSOFT: Provider = Provider {
     name: "microsoft",
     title: "Outlook.com / Microsoft 365",
-    auth_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize",
-    token_url: "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token",
+    default_auth: AuthKind::Oauth,
+    // Microsoft switched password ("basic") sign-in off for IMAP and POP of
+    // Outlook.com and Exchange Online; OAuth is the way in.
+    app_passwords: None,
+    auth_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize"),
+    token_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
     device_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"),
     revoke_url: None,
     scopes: &[
@@ -94,7 +110,81 @@ pub static MICROSOFT: Provider = Provider {
     ],
 };
 
-pub static ALL: &[&Provider] = &[&GOOGLE, &MICROSOFT];
+/// iCloud Mail takes app-specific passwords only: there is no OAuth for mail programs.
+pub static ICLOUD: Provider = Provider {
+    name: "icloud",
+    title: "iCloud Mail",
+    default_auth: AuthKind::Password,
+    app_passwords: Some(
+        "https://account.apple.com > Sign-In and Security > App-Specific Passwords (two-factor authentication must be on)",
+    ),
+    auth_url: None,
+    token_url: None,
+    device_url: None,
+    revoke_url: None,
+    scopes: &[],
+    auth_params: &[],
+    redirect_host: "127.0.0.1",
+    needs_client_secret: false,
+    default_tenant: None,
+    imap: Some(server("imap.mail.me.com", 993, Tls::Implicit)),
+    pop: None,
+    smtp: Some(server("smtp.mail.me.com", 587, Tls::Starttls)),
+    smtp_alternatives: &[],
+    notes: &[
+        "user: the full iCloud Mail address (Apple's IMAP also takes the part before the @).",
+        "No POP3: iCloud Mail offers IMAP and SMTP only.",
+    ],
+};
+
+/// Fastmail gives OAuth only to clients it has approved; everyone else uses an app
+/// password.
+pub static FASTMAIL: Provider = Provider {
+    name: "fastmail",
+    title: "Fastmail",
+    default_auth: AuthKind::Password,
+    app_passwords: Some(
+        "Fastmail Settings > Privacy & Security > Manage app passwords and access > New app password (access: IMAP, POP and SMTP)",
+    ),
+    auth_url: None,
+    token_url: None,
+    device_url: None,
+    revoke_url: None,
+    scopes: &[],
+    auth_params: &[],
+    redirect_host: "127.0.0.1",
+    needs_client_secret: false,
+    default_tenant: None,
+    imap: Some(server("imap.fastmail.com", 993, Tls::Implicit)),
+    pop: Some(server("pop.fastmail.com", 995, Tls::Implicit)),
+    smtp: Some(server("smtp.fastmail.com", 465, Tls::Implicit)),
+    smtp_alternatives: &[server("smtp.fastmail.com", 587, Tls::Starttls)],
+    notes: &["user: your full Fastmail address (or login name)."],
+};
+
+/// Yahoo Mail, like Fastmail, keeps OAuth for approved clients.
+pub static YAHOO: Provider = Provider {
+    name: "yahoo",
+    title: "Yahoo Mail",
+    default_auth: AuthKind::Password,
+    app_passwords: Some("https://login.yahoo.com/account/security > Generate app password"),
+    auth_url: None,
+    token_url: None,
+    device_url: None,
+    revoke_url: None,
+    scopes: &[],
+    auth_params: &[],
+    redirect_host: "127.0.0.1",
+    needs_client_secret: false,
+    default_tenant: None,
+    imap: Some(server("imap.mail.yahoo.com", 993, Tls::Implicit)),
+    pop: Some(server("pop.mail.yahoo.com", 995, Tls::Implicit)),
+    smtp: Some(server("smtp.mail.yahoo.com", 465, Tls::Implicit)),
+    smtp_alternatives: &[server("smtp.mail.yahoo.com", 587, Tls::Starttls)],
+    notes: &["user: your full Yahoo Mail address."],
+};
+
+pub static ALL: &[&Provider] = &[&GOOGLE, &MICROSOFT, &ICLOUD, &FASTMAIL, &YAHOO];
 
 pub fn find(name: &str) -> Option<&'static Provider> {
     ALL.iter()

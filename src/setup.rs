@@ -68,13 +68,23 @@ impl Setup<'_> {
         &self.account.name
     }
 
-    /// The shell command that prints the token for `proto`'s server.
+    /// The shell command that prints the credential for `proto`'s server: the token,
+    /// or the app password of a password account.
     fn token_cmd(&self, proto: &str) -> String {
-        format!(
-            "{} token {} --for {proto}",
-            self.exe,
-            shell_quote(self.name())
-        )
+        if self.password() {
+            format!("{} password {}", self.exe, shell_quote(self.name()))
+        } else {
+            format!(
+                "{} token {} --for {proto}",
+                self.exe,
+                shell_quote(self.name())
+            )
+        }
+    }
+
+    /// An app-password account: PLAIN/LOGIN with `mailtoken password`, no OAuth.
+    fn password(&self) -> bool {
+        self.account.uses_app_password()
     }
 
     fn server(&self, proto: Proto, what: &str) -> Result<&Server> {
@@ -147,12 +157,22 @@ impl Setup<'_> {
                 let _ = writeln!(o, "tls_trust_file system");
             }
         }
-        let _ = writeln!(o, "auth {}", self.sasl.lower());
+        let auth = if self.password() {
+            "on"
+        } else {
+            self.sasl.lower()
+        };
+        let _ = writeln!(o, "auth {auth}");
         let _ = writeln!(o, "user {}", self.account.user);
         let _ = writeln!(o, "from {}", self.account.user);
         let _ = writeln!(
             o,
-            "# msmtp builds the SASL string itself from the bare token; the command must not read stdin."
+            "{}",
+            if self.password() {
+                "# On Linux msmtp finds the password that `mailtoken set-password` stored in the keyring\n# by itself (host, service=smtp, user), so this line may go; elsewhere it is needed."
+            } else {
+                "# msmtp builds the SASL string itself from the bare token; the command must not read stdin."
+            }
         );
         let _ = writeln!(o, "passwordeval {}", msmtp_quote(&self.token_cmd("smtp")));
         if self.gmail() {
@@ -192,12 +212,17 @@ impl Setup<'_> {
             &format!("{imap_scheme}://{user}@{}:{}/", imap.host, imap.port),
         );
         set(&mut o, "spoolfile", "+INBOX");
-        set(&mut o, "imap_authenticators", self.sasl.lower());
-        set(
-            &mut o,
-            "imap_oauth_refresh_command",
-            &self.token_cmd("imap"),
-        );
+        if self.password() {
+            // Backquotes run the command when the file is read.
+            let _ = writeln!(o, "set imap_pass = \"`{}`\"", self.token_cmd("imap"));
+        } else {
+            set(&mut o, "imap_authenticators", self.sasl.lower());
+            set(
+                &mut o,
+                "imap_oauth_refresh_command",
+                &self.token_cmd("imap"),
+            );
+        }
         let smtp_scheme = if smtp.tls == Tls::Implicit {
             "smtps"
         } else {
@@ -208,12 +233,16 @@ impl Setup<'_> {
             "smtp_url",
             &format!("{smtp_scheme}://{user}@{}:{}/", smtp.host, smtp.port),
         );
-        set(&mut o, "smtp_authenticators", self.sasl.lower());
-        set(
-            &mut o,
-            "smtp_oauth_refresh_command",
-            &self.token_cmd("smtp"),
-        );
+        if self.password() {
+            let _ = writeln!(o, "set smtp_pass = \"`{}`\"", self.token_cmd("smtp"));
+        } else {
+            set(&mut o, "smtp_authenticators", self.sasl.lower());
+            set(
+                &mut o,
+                "smtp_oauth_refresh_command",
+                &self.token_cmd("smtp"),
+            );
+        }
         let _ = writeln!(o, "# Never fall back to an unencrypted connection.");
         let _ = writeln!(o, "set ssl_force_tls = yes");
         if imap.tls == Tls::Starttls || smtp.tls == Tls::Starttls {
@@ -233,7 +262,7 @@ impl Setup<'_> {
     }
 
     fn mbsync(&self) -> Result<String> {
-        if self.sasl == Sasl::Oauthbearer {
+        if self.sasl == Sasl::Oauthbearer && !self.password() {
             return Err(Error::usage(
                 "mbsync authenticates through Cyrus SASL, whose Debian plugin (libsasl2-modules-kdexoauth2) offers XOAUTH2 only: use --mechanism xoauth2",
             ));
@@ -244,14 +273,24 @@ impl Setup<'_> {
         self.header(&mut o, "#", "mbsync (isync 1.4)", "~/.mbsyncrc");
         let _ = writeln!(
             o,
-            "# XOAUTH2 comes from a Cyrus SASL plugin: install libsasl2-modules-kdexoauth2 (Debian, Ubuntu)\n# or cyrus-sasl-xoauth2 (Arch, Fedora); without it mbsync says \"no supported mechanisms\"."
+            "{}",
+            if self.password() {
+                "# PLAIN and LOGIN over TLS with the app password."
+            } else {
+                "# XOAUTH2 comes from a Cyrus SASL plugin: install libsasl2-modules-kdexoauth2 (Debian, Ubuntu)\n# or cyrus-sasl-xoauth2 (Arch, Fedora); without it mbsync says \"no supported mechanisms\"."
+            }
         );
         let _ = writeln!(o, "IMAPAccount {n}");
         let _ = writeln!(o, "Host {}", imap.host);
         let _ = writeln!(o, "Port {}", imap.port);
         let _ = writeln!(o, "User {}", self.account.user);
         let _ = writeln!(o, "PassCmd {}", msmtp_quote(&self.token_cmd("imap")));
-        let _ = writeln!(o, "AuthMechs XOAUTH2");
+        let mechs = if self.password() {
+            "PLAIN LOGIN"
+        } else {
+            "XOAUTH2"
+        };
+        let _ = writeln!(o, "AuthMechs {mechs}");
         let _ = writeln!(
             o,
             "SSLType {}",
@@ -289,7 +328,12 @@ impl Setup<'_> {
         let imap = self.server(Proto::Imap, "IMAP")?;
         let smtp = self.server(Proto::Smtp, "SMTP")?;
         let user = url_user(&self.account.user);
-        let mech = self.sasl.lower();
+        // `+xoauth2` in the scheme; nothing for a password (aerc then uses PLAIN).
+        let mech = if self.password() {
+            String::new()
+        } else {
+            format!("+{}", self.sasl.lower())
+        };
         let mut o = String::new();
         self.header(
             &mut o,
@@ -305,7 +349,7 @@ impl Setup<'_> {
         };
         let _ = writeln!(
             o,
-            "source = {imap_scheme}+{mech}://{user}@{}:{}",
+            "source = {imap_scheme}{mech}://{user}@{}:{}",
             imap.host, imap.port
         );
         let _ = writeln!(o, "source-cred-cmd = {}", self.token_cmd("imap"));
@@ -316,7 +360,7 @@ impl Setup<'_> {
         };
         let _ = writeln!(
             o,
-            "outgoing = {smtp_scheme}+{mech}://{user}@{}:{}",
+            "outgoing = {smtp_scheme}{mech}://{user}@{}:{}",
             smtp.host, smtp.port
         );
         let _ = writeln!(o, "outgoing-cred-cmd = {}", self.token_cmd("smtp"));
@@ -344,7 +388,7 @@ impl Setup<'_> {
         );
         let _ = writeln!(
             o,
-            "# Put it in ~/.gitconfig. Native XOAUTH2 needs Perl's Authen::SASL 2.1700 or later\n# (check: perl -MAuthen::SASL -e 'print $Authen::SASL::VERSION'); with an older one\n# (Debian 12) send through msmtp instead: see integrations/git-send-email/README.md."
+            "# Put it in ~/.gitconfig. Native XOAUTH2 needs Perl's Authen::SASL 2.1800 or later\n# (check: perl -MAuthen::SASL -e 'print $Authen::SASL::VERSION'); with an older one\n# (Debian 12) send through msmtp instead: see integrations/git-send-email/README.md."
         );
         let _ = writeln!(o, "[sendemail]");
         let _ = writeln!(o, "\tsmtpServer = {}", smtp.host);
@@ -359,7 +403,15 @@ impl Setup<'_> {
             }
         );
         let _ = writeln!(o, "\tsmtpUser = {}", self.account.user);
-        let _ = writeln!(o, "\tsmtpAuth = {}", self.sasl.lower().to_uppercase());
+        let auth = if self.password() {
+            "PLAIN LOGIN".to_owned()
+        } else {
+            self.sasl.lower().to_uppercase()
+        };
+        let _ = writeln!(o, "\tsmtpAuth = {auth}");
+        if let Some(f) = self.trust_file() {
+            let _ = writeln!(o, "\tsmtpSSLCertPath = {}", git_quote(&f));
+        }
         let _ = writeln!(o, "[credential \"smtp://{}:{}\"]", smtp.host, smtp.port);
         let _ = writeln!(o, "\thelper =");
         let _ = writeln!(
@@ -397,13 +449,7 @@ impl Setup<'_> {
         let _ = writeln!(o, "backend.port = {}", imap.port);
         let _ = writeln!(o, "backend.encryption.type = \"{}\"", enc(imap.tls));
         let _ = writeln!(o, "backend.login = {}", q(&self.account.user));
-        let _ = writeln!(o, "backend.auth.type = \"oauth2\"");
-        let _ = writeln!(o, "backend.auth.method = \"{}\"", self.sasl.lower());
-        let _ = writeln!(
-            o,
-            "backend.auth.access-token.cmd = {}",
-            q(&self.token_cmd("imap"))
-        );
+        self.himalaya_auth(&mut o, "backend", "imap");
         let _ = writeln!(o, "message.send.backend.type = \"smtp\"");
         let _ = writeln!(o, "message.send.backend.host = {}", q(&smtp.host));
         let _ = writeln!(o, "message.send.backend.port = {}", smtp.port);
@@ -413,18 +459,20 @@ impl Setup<'_> {
             enc(smtp.tls)
         );
         let _ = writeln!(o, "message.send.backend.login = {}", q(&self.account.user));
-        let _ = writeln!(o, "message.send.backend.auth.type = \"oauth2\"");
-        let _ = writeln!(
-            o,
-            "message.send.backend.auth.method = \"{}\"",
-            self.sasl.lower()
-        );
-        let _ = writeln!(
-            o,
-            "message.send.backend.auth.access-token.cmd = {}",
-            q(&self.token_cmd("smtp"))
-        );
+        self.himalaya_auth(&mut o, "message.send.backend", "smtp");
         Ok(o)
+    }
+
+    fn himalaya_auth(&self, o: &mut String, prefix: &str, proto: &str) {
+        let cmd = toml_quote(&self.token_cmd(proto));
+        if self.password() {
+            let _ = writeln!(o, "{prefix}.auth.type = \"password\"");
+            let _ = writeln!(o, "{prefix}.auth.cmd = {cmd}");
+        } else {
+            let _ = writeln!(o, "{prefix}.auth.type = \"oauth2\"");
+            let _ = writeln!(o, "{prefix}.auth.method = \"{}\"", self.sasl.lower());
+            let _ = writeln!(o, "{prefix}.auth.access-token.cmd = {cmd}");
+        }
     }
 }
 
@@ -569,6 +617,38 @@ mod tests {
             s.contains("set ssl_ca_certificates_file = \"/etc/lab-ca.pem\""),
             "{s}"
         );
+    }
+
+    #[test]
+    fn app_password_accounts_get_password_commands() {
+        let c = Config::parse(
+            Path::new("t.toml"),
+            "[accounts.fm]\nprovider = \"fastmail\"\nuser = \"me@fastmail.com\"\n",
+        )
+        .unwrap();
+        let a = &c.accounts["fm"];
+        let m = snippet(Client::Msmtp, a, "/bin/mailtoken", Sasl::Xoauth2).unwrap();
+        assert!(m.contains("auth on\n"), "{m}");
+        assert!(
+            m.contains("passwordeval \"/bin/mailtoken password fm\""),
+            "{m}"
+        );
+        assert!(!m.contains("xoauth2"), "{m}");
+        let n = snippet(Client::Neomutt, a, "/bin/mailtoken", Sasl::Xoauth2).unwrap();
+        assert!(
+            n.contains("set imap_pass = \"`/bin/mailtoken password fm`\""),
+            "{n}"
+        );
+        assert!(!n.contains("oauth"), "{n}");
+        let b = snippet(Client::Mbsync, a, "/bin/mailtoken", Sasl::Oauthbearer).unwrap();
+        assert!(b.contains("AuthMechs PLAIN LOGIN"), "{b}");
+        let r = snippet(Client::Aerc, a, "/bin/mailtoken", Sasl::Xoauth2).unwrap();
+        assert!(
+            r.contains("source = imaps://me%40fastmail.com@imap.fastmail.com:993"),
+            "{r}"
+        );
+        let h = snippet(Client::Himalaya, a, "/bin/mailtoken", Sasl::Xoauth2).unwrap();
+        assert!(h.contains("backend.auth.type = \"password\""), "{h}");
     }
 
     #[test]

@@ -236,6 +236,11 @@ impl Daemon {
         };
         let broker = self.broker();
         let account = broker.account(name)?.clone();
+        if account.uses_app_password() {
+            // Read from the keyring on each request, never kept in the daemon's memory.
+            let out = blocking(move || crate::password::credential(&account, format)).await?;
+            return Ok(out.trim_end_matches('\n').to_owned());
+        }
         let rec = self
             .fresh_record(&broker, &account, min_valid, wait)
             .await?;
@@ -408,6 +413,13 @@ impl Daemon {
             let Ok(account) = broker.account(&slot.name).cloned() else {
                 return;
             };
+            if account.uses_app_password() {
+                // Nothing to refresh; a reload may turn it into an OAuth account.
+                if changes.changed().await.is_err() {
+                    return;
+                }
+                continue;
+            }
             if self.ensure_loaded(&broker, &account, &slot).await.is_err() {
                 // The store is unreadable now; a request or a reload will try again.
                 let _ = changes.changed().await;
@@ -447,6 +459,13 @@ impl Daemon {
         };
         let mut rows = Vec::new();
         for a in &accounts {
+            if a.uses_app_password() {
+                let a = a.clone();
+                let mut row = blocking(move || Ok(crate::commands::app_password_row(&a))).await?;
+                row.daemon = true;
+                rows.push(row);
+                continue;
+            }
             let slot = self.slot(&a.name);
             let loaded = self.ensure_loaded(&broker, a, &slot).await;
             let st = lock(&slot.state);
@@ -532,7 +551,9 @@ fn forget(slot: &Slot) {
 /// The settings that decide which tokens are valid for an account: if any changes, a
 /// cached token may belong to another identity, client or scope.
 fn fingerprint(a: &Account) -> String {
-    let o = &a.oauth;
+    let Ok(o) = a.oauth() else {
+        return format!("{}|app password", a.user);
+    };
     format!(
         "{}|{}|{}|{}|{:?}|{}|{:?}|{:?}",
         a.user,

@@ -78,17 +78,17 @@ impl KeyringStore {
     unix,
     not(any(target_os = "macos", target_os = "ios", target_os = "android"))
 ))]
-fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
+pub(crate) fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
     Ok(zbus_secret_service_keyring_store::Store::new()?)
 }
 
 #[cfg(target_os = "macos")]
-fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
+pub(crate) fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
     Ok(apple_native_keyring_store::keychain::Store::new()?)
 }
 
 #[cfg(target_os = "windows")]
-fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
+pub(crate) fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
     Ok(windows_native_keyring_store::Store::new()?)
 }
 
@@ -100,7 +100,7 @@ fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
     target_os = "macos",
     target_os = "windows"
 )))]
-fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
+pub(crate) fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
     Err(KError::NotSupportedByStore(
         "no keyring is supported on this platform".into(),
     ))

@@ -4,7 +4,8 @@
 //! One connection per protocol at a time (Gmail limits simultaneous IMAP sessions).
 //! When a server rejects the token with a status that says the token is bad, the token
 //! is refreshed once and the check runs again on a new connection, as sasl-xoauth2
-//! does; both dialogues are in the report.
+//! does; both dialogues are in the report. An app-password account signs in with
+//! PLAIN or LOGIN and the password from the keyring, and is not retried.
 
 pub mod session;
 pub mod wire;
@@ -69,6 +70,9 @@ pub struct Check {
 /// a server's refusal is in the report.
 pub fn run(broker: &Broker, account: &Account, opts: &Options) -> Result<Report> {
     let targets = targets(account, opts)?;
+    if account.uses_app_password() {
+        return run_with_password(account, opts, targets);
+    }
     let mut rec = broker.access_token(account, DEFAULT_MIN_VALID)?;
     let tls = crate::tls::client_config(account.ca_file.as_deref())?;
     let rt = crate::broker::runtime()?;
@@ -132,6 +136,49 @@ pub fn run(broker: &Broker, account: &Account, opts: &Options) -> Result<Report>
             }
         }
     }
+    let exit_code = exit_code(&checks);
+    Ok(Report {
+        account: account.name.clone(),
+        user: account.user.clone(),
+        checks,
+        exit_code,
+    })
+}
+
+/// The checks of an app-password account: PLAIN (or LOGIN) with the stored password.
+/// No second attempt: unlike a token, a password does not get better by asking again.
+fn run_with_password(account: &Account, opts: &Options, targets: Vec<Target>) -> Result<Report> {
+    if let Some(m) = opts
+        .mechanism
+        .filter(|m| matches!(m, Mechanism::Xoauth2 | Mechanism::Oauthbearer))
+    {
+        return Err(Error::usage(format!(
+            "account {} signs in with an app password; --mechanism {} needs an OAuth token",
+            account.name,
+            m.name().to_ascii_lowercase()
+        ))
+        .with_remedy("Use --mechanism plain or --mechanism login, or leave --mechanism out."));
+    }
+    let password = crate::password::lookup(account)?;
+    let tls = crate::tls::client_config(account.ca_file.as_deref())?;
+    let rt = crate::broker::runtime()?;
+    let cred = Credential::Password {
+        user: &account.user,
+        password: password.expose(),
+    };
+    let checks: Vec<Check> = targets
+        .iter()
+        .map(|target| {
+            let attempt = rt.block_on(session::check(
+                target,
+                &tls,
+                &cred,
+                opts.mechanism,
+                opts.timeout,
+            ));
+            Check::new(target, attempt, None, account)
+        })
+        .collect();
     let exit_code = exit_code(&checks);
     Ok(Report {
         account: account.name.clone(),
@@ -347,7 +394,18 @@ fn diagnose(
     };
     let gmail =
         account.provider.is_some_and(|p| p.name == "google") || host.ends_with(".gmail.com");
+    let scopes: &[String] = account.oauth().map_or(&[], |o| &o.scopes);
+    let app_password = account.uses_app_password();
+    // Where the provider makes app passwords, as a sentence to append.
+    let create_at = account
+        .provider
+        .and_then(|p| p.app_passwords)
+        .map(|w| format!(" Create one at {w}."))
+        .unwrap_or_default();
     match outcome {
+        Outcome::Accepted { .. } if app_password => {
+            (format!("{p} accepted the app password"), None, None)
+        }
         Outcome::Accepted { .. } => (
             if refreshed {
                 format!("{p} accepted a fresh token (the first one was rejected although it had not expired by our clock)")
@@ -386,7 +444,24 @@ fn diagnose(
             if words.contains("application-specific password") {
                 return (
                     format!("{p} wants an app password: {reply}"),
-                    Some("2-Step Verification is on for this account: create an app password and store it, or use OAuth.".into()),
+                    Some(if app_password {
+                        format!(
+                            "2-Step Verification is on for this account, and the stored password is not an app password (the account password is refused).{create_at} Store it with `mailtoken set-password {name}`."
+                        )
+                    } else {
+                        "2-Step Verification is on for this account: create an app password and store it, or use OAuth.".into()
+                    }),
+                    Some(ExitCode::NoPerm),
+                );
+            }
+            // Gmail's 535 5.7.8 (BadCredentials) for PLAIN/LOGIN.
+            if words.contains("username and password not accepted") {
+                return (
+                    format!("{p} did not accept the user name and password: {reply}"),
+                    Some(format!(
+                        "Check that user = \"{}\" is the full address and that the stored password is a current app password: an app password dies when it is revoked or the account password changes, and the account password itself is refused when 2-Step Verification is on or password sign-in is blocked.{create_at} Store a new one with `mailtoken set-password {name}`, or use OAuth.",
+                        account.user
+                    )),
                     Some(ExitCode::NoPerm),
                 );
             }
@@ -407,9 +482,8 @@ fn diagnose(
             match challenge {
                 Some(c) if c.token_rejected() => {
                     let scope_hint = match &c.scope {
-                        Some(s) if !s.split_whitespace().all(|s| account.oauth.scopes.iter().any(|a| a == s)) => format!(
-                            " The server wants the scope \"{s}\", which the account does not ask for (scopes = {:?}): add it and log in again.",
-                            account.oauth.scopes
+                        Some(s) if !s.split_whitespace().all(|s| scopes.iter().any(|a| a == s)) => format!(
+                            " The server wants the scope \"{s}\", which the account does not ask for (scopes = {scopes:?}): add it and log in again."
                         ),
                         _ => String::new(),
                     };
@@ -439,8 +513,15 @@ fn diagnose(
                         c.status.as_deref().unwrap_or("?")
                     ),
                     Some(format!(
-                        "The token was accepted as genuine but not allowed here; check the account's scopes (scopes = {:?}) and log in again.",
-                        account.oauth.scopes
+                        "The token was accepted as genuine but not allowed here; check the account's scopes (scopes = {scopes:?}) and log in again."
+                    )),
+                    Some(ExitCode::NoPerm),
+                ),
+                None if app_password => (
+                    format!("{p} refused the login: {reply}"),
+                    Some(format!(
+                        "The server did not take user = \"{}\" with the stored app password. Check that user is the mailbox's full address; an app password stops working when it is revoked or the account password changes.{create_at} Store a new one with `mailtoken set-password {name}`.",
+                        account.user
                     )),
                     Some(ExitCode::NoPerm),
                 ),
@@ -463,6 +544,11 @@ fn diagnose(
                 _ => format!("The server lets this account in but not to its mailbox: check that {p} access is enabled for it."),
             }),
             Some(ExitCode::NoPerm),
+        ),
+        Outcome::NoMechanism { why } if app_password => (
+            format!("{p} at {host}:{port}: no sign-in method in common: {why}"),
+            Some("An app password needs PLAIN or LOGIN. A server that offers only XOAUTH2 or OAUTHBEARER wants OAuth (set auth = \"oauth\" and log in); otherwise the host may be wrong.".into()),
+            Some(ExitCode::Unavailable),
         ),
         Outcome::NoMechanism { why } => (
             format!("{p} at {host}:{port}: no sign-in method in common: {why}"),
