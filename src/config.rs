@@ -27,6 +27,30 @@ pub enum Tls {
     Starttls,
 }
 
+impl Tls {
+    /// The mode a port implies when nothing says otherwise: 25, 110, 143 and 587 start
+    /// plain and switch with STARTTLS; any other port is taken as implicit TLS.
+    pub fn for_port(port: u16) -> Tls {
+        match port {
+            143 | 110 | 587 | 25 => Tls::Starttls,
+            _ => Tls::Implicit,
+        }
+    }
+}
+
+/// The standard port of a protocol in a TLS mode (IMAP 993/143, POP3 995/110,
+/// submission 465/587).
+pub fn default_port(proto: Proto, tls: Tls) -> u16 {
+    match (proto, tls) {
+        (Proto::Imap, Tls::Implicit) => 993,
+        (Proto::Imap, Tls::Starttls) => 143,
+        (Proto::Pop, Tls::Implicit) => 995,
+        (Proto::Pop, Tls::Starttls) => 110,
+        (Proto::Smtp, Tls::Implicit) => 465,
+        (Proto::Smtp, Tls::Starttls) => 587,
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {
     pub host: Cow<'static, str>,
@@ -364,31 +388,23 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
         )
     })?;
     let server =
-        |own: &Option<RawServer>, preset: Option<&Server>, proto: &str| -> Option<Server> {
+        |own: &Option<RawServer>, preset: Option<&Server>, proto: Proto| -> Option<Server> {
             let Some(s) = own else {
                 return preset.cloned();
             };
-            let tls = s.tls.unwrap_or(match s.port {
-                Some(143 | 110 | 587 | 25) => Tls::Starttls,
-                _ => Tls::Implicit,
-            });
-            let port = s.port.unwrap_or(match (proto, tls) {
-                ("imap", Tls::Implicit) => 993,
-                ("imap", Tls::Starttls) => 143,
-                ("pop", Tls::Implicit) => 995,
-                ("pop", Tls::Starttls) => 110,
-                (_, Tls::Implicit) => 465,
-                (_, Tls::Starttls) => 587,
-            });
+            let tls = s
+                .tls
+                .unwrap_or_else(|| s.port.map_or(Tls::Implicit, Tls::for_port));
+            let port = s.port.unwrap_or_else(|| default_port(proto, tls));
             Some(Server {
                 host: Cow::Owned(s.host.clone()),
                 port,
                 tls,
             })
         };
-    let imap = server(&a.imap, provider.and_then(|p| p.imap.as_ref()), "imap");
-    let pop = server(&a.pop, provider.and_then(|p| p.pop.as_ref()), "pop");
-    let smtp = server(&a.smtp, provider.and_then(|p| p.smtp.as_ref()), "smtp");
+    let imap = server(&a.imap, provider.and_then(|p| p.imap.as_ref()), Proto::Imap);
+    let pop = server(&a.pop, provider.and_then(|p| p.pop.as_ref()), Proto::Pop);
+    let smtp = server(&a.smtp, provider.and_then(|p| p.smtp.as_ref()), Proto::Smtp);
     let auth = match &a.auth {
         Some(k) => *k.get_ref(),
         None => provider.map_or(AuthKind::Oauth, |p| p.default_auth),

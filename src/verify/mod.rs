@@ -11,10 +11,10 @@ pub mod session;
 pub mod wire;
 
 use crate::broker::Broker;
-use crate::config::{Account, Proto, Tls};
+use crate::config::{Account, Proto, Tls, default_port};
 use crate::daemon::protocol::Op;
 use crate::error::{Error, ExitCode, Result};
-use crate::record::DEFAULT_MIN_VALID;
+use crate::record::{DEFAULT_MIN_VALID, TokenRecord};
 use serde::Serialize;
 use session::{Attempt, Credential, Outcome, Target, proto_name};
 use std::fmt::Write as _;
@@ -76,31 +76,32 @@ pub fn run(broker: &Broker, account: &Account, opts: &Options) -> Result<Report>
     let mut rec = broker.access_token(account, DEFAULT_MIN_VALID)?;
     let tls = crate::tls::client_config(account.ca_file.as_deref())?;
     let rt = crate::broker::runtime()?;
+    let attempt = |target: &Target, rec: &TokenRecord| -> Result<Attempt> {
+        let token = rec
+            .access_token
+            .as_ref()
+            .ok_or_else(|| Error::software("no access token"))?;
+        let cred = Credential::OAuth {
+            user: &account.user,
+            token: token.expose(),
+        };
+        Ok(rt.block_on(session::check(
+            target,
+            &tls,
+            &cred,
+            opts.mechanism,
+            opts.timeout,
+        )))
+    };
     let mut checks = Vec::new();
     for target in targets {
-        let attempt = {
-            let token = rec
-                .access_token
-                .as_ref()
-                .ok_or_else(|| Error::software("no access token"))?;
-            let cred = Credential::OAuth {
-                user: &account.user,
-                token: token.expose(),
-            };
-            rt.block_on(session::check(
-                &target,
-                &tls,
-                &cred,
-                opts.mechanism,
-                opts.timeout,
-            ))
-        };
+        let first = attempt(&target, &rec)?;
         let token_rejected = matches!(
-            &attempt.outcome,
+            &first.outcome,
             Outcome::Rejected { challenge: Some(c), .. } if c.token_rejected()
         );
         if !token_rejected {
-            checks.push(Check::new(&target, attempt, None, account));
+            checks.push(Check::new(&target, first, None, account));
             continue;
         }
         match broker.refresh_unless_newer(account, rec.obtained_at) {
@@ -109,49 +110,29 @@ pub fn run(broker: &Broker, account: &Account, opts: &Options) -> Result<Report>
                 crate::commands::tell_daemon(Op::Reload {
                     account: account.name.clone(),
                 });
-                let token = rec
-                    .access_token
-                    .as_ref()
-                    .ok_or_else(|| Error::software("no access token"))?;
-                let cred = Credential::OAuth {
-                    user: &account.user,
-                    token: token.expose(),
-                };
-                let second = rt.block_on(session::check(
-                    &target,
-                    &tls,
-                    &cred,
-                    opts.mechanism,
-                    opts.timeout,
-                ));
-                checks.push(Check::new(&target, second, Some((attempt, None)), account));
-            }
-            Err(e) => {
+                let second = attempt(&target, &rec)?;
                 checks.push(Check::new(
                     &target,
-                    attempt,
-                    Some((Attempt::empty(), Some(e))),
+                    second,
+                    Some(Retry::Refreshed(first)),
                     account,
                 ));
             }
+            Err(e) => checks.push(Check::new(
+                &target,
+                first,
+                Some(Retry::RefreshFailed(e)),
+                account,
+            )),
         }
     }
-    let exit_code = exit_code(&checks);
-    Ok(Report {
-        account: account.name.clone(),
-        user: account.user.clone(),
-        checks,
-        exit_code,
-    })
+    Ok(Report::new(account, checks))
 }
 
 /// The checks of an app-password account: PLAIN (or LOGIN) with the stored password.
 /// No second attempt: unlike a token, a password does not get better by asking again.
 fn run_with_password(account: &Account, opts: &Options, targets: Vec<Target>) -> Result<Report> {
-    if let Some(m) = opts
-        .mechanism
-        .filter(|m| matches!(m, Mechanism::Xoauth2 | Mechanism::Oauthbearer))
-    {
+    if let Some(m) = opts.mechanism.filter(|m| m.is_oauth()) {
         return Err(Error::usage(format!(
             "account {} signs in with an app password; --mechanism {} needs an OAuth token",
             account.name,
@@ -179,13 +160,27 @@ fn run_with_password(account: &Account, opts: &Options, targets: Vec<Target>) ->
             Check::new(target, attempt, None, account)
         })
         .collect();
-    let exit_code = exit_code(&checks);
-    Ok(Report {
-        account: account.name.clone(),
-        user: account.user.clone(),
-        checks,
-        exit_code,
-    })
+    Ok(Report::new(account, checks))
+}
+
+impl Report {
+    fn new(account: &Account, checks: Vec<Check>) -> Report {
+        Report {
+            account: account.name.clone(),
+            user: account.user.clone(),
+            exit_code: exit_code(&checks),
+            checks,
+        }
+    }
+}
+
+/// What happened after a server rejected the first attempt's token.
+enum Retry {
+    /// A fresh token was obtained; this was the first attempt, and the check's own
+    /// attempt is the second.
+    Refreshed(Attempt),
+    /// Getting a fresh token failed; the check's attempt is the only one.
+    RefreshFailed(Error),
 }
 
 /// 77 when a server refused the credential, 78 when the account's settings are wrong
@@ -214,7 +209,7 @@ fn targets(account: &Account, opts: &Options) -> Result<Vec<Target>> {
         };
         let tls = opts
             .tls
-            .or_else(|| opts.port.map(tls_for_port))
+            .or_else(|| opts.port.map(Tls::for_port))
             .unwrap_or(Tls::Implicit);
         let port = opts.port.unwrap_or_else(|| default_port(proto, tls));
         return Ok(vec![Target {
@@ -266,25 +261,6 @@ fn targets(account: &Account, opts: &Options) -> Result<Vec<Target>> {
     Ok(out)
 }
 
-/// 465, 993 and 995 are implicit TLS; the other mail ports start plain.
-pub fn tls_for_port(port: u16) -> Tls {
-    match port {
-        465 | 993 | 995 => Tls::Implicit,
-        _ => Tls::Starttls,
-    }
-}
-
-fn default_port(proto: Proto, tls: Tls) -> u16 {
-    match (proto, tls) {
-        (Proto::Imap, Tls::Implicit) => 993,
-        (Proto::Imap, Tls::Starttls) => 143,
-        (Proto::Pop, Tls::Implicit) => 995,
-        (Proto::Pop, Tls::Starttls) => 110,
-        (Proto::Smtp, Tls::Implicit) => 465,
-        (Proto::Smtp, Tls::Starttls) => 587,
-    }
-}
-
 fn config_key(p: Proto) -> &'static str {
     match p {
         Proto::Imap => "imap",
@@ -300,38 +276,21 @@ fn tls_name(t: Tls) -> &'static str {
     }
 }
 
-impl Attempt {
-    fn empty() -> Attempt {
-        Attempt {
-            tls_version: None,
-            offered: Vec::new(),
-            mechanism: None,
-            outcome: Outcome::Protocol { why: String::new() },
-            transcript: Vec::new(),
-        }
-    }
-}
-
 impl Check {
-    /// `retry`: the first attempt (whose token was rejected) and, when getting a fresh
-    /// token failed, that error. Then `last` is the only attempt that ran.
-    fn new(
-        target: &Target,
-        last: Attempt,
-        retry: Option<(Attempt, Option<Error>)>,
-        account: &Account,
-    ) -> Check {
+    /// `last` is the attempt whose outcome the check reports; `retry` says whether a
+    /// rejected token was refreshed before it.
+    fn new(target: &Target, last: Attempt, retry: Option<Retry>, account: &Account) -> Check {
         let mut transcript = Vec::new();
         let (mut refreshed, mut refresh_error) = (false, None);
-        match &retry {
-            Some((first, None)) => {
+        match retry {
+            Some(Retry::Refreshed(first)) => {
                 refreshed = true;
                 transcript.push("-- first attempt".to_owned());
-                transcript.extend(first.transcript.iter().cloned());
+                transcript.extend(first.transcript);
                 transcript
                     .push("-- the token was rejected: refreshed it, second attempt".to_owned());
             }
-            Some((_, Some(e))) => refresh_error = Some(e.clone()),
+            Some(Retry::RefreshFailed(e)) => refresh_error = Some(e),
             None => {}
         }
         transcript.extend(last.transcript.iter().cloned());
@@ -774,10 +733,10 @@ mod tests {
 
     #[test]
     fn ports_and_modes() {
-        assert_eq!(tls_for_port(465), Tls::Implicit);
-        assert_eq!(tls_for_port(587), Tls::Starttls);
-        assert_eq!(tls_for_port(993), Tls::Implicit);
-        assert_eq!(tls_for_port(143), Tls::Starttls);
+        assert_eq!(Tls::for_port(465), Tls::Implicit);
+        assert_eq!(Tls::for_port(587), Tls::Starttls);
+        assert_eq!(Tls::for_port(993), Tls::Implicit);
+        assert_eq!(Tls::for_port(143), Tls::Starttls);
         assert_eq!(default_port(Proto::Pop, Tls::Implicit), 995);
         assert_eq!(default_port(Proto::Smtp, Tls::Starttls), 587);
     }
