@@ -1,6 +1,9 @@
 //! The command line, as clap definitions. Kept in the library so that `completions`
 //! and `man` (and tests) see exactly what the binary parses.
 
+use crate::config::Tls;
+use crate::setup::{Client, Sasl};
+use crate::verify::Mechanism;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::time::Duration;
@@ -90,10 +93,10 @@ pub enum Command {
         port: Option<u16>,
         /// implicit (TLS from the start: 465, 993, 995) or starttls (587, 143, 110).
         #[arg(long, value_enum)]
-        tls: Option<TlsMode>,
+        tls: Option<Tls>,
         /// Use this SASL mechanism instead of the best one the server offers.
         #[arg(long, value_enum)]
-        mechanism: Option<SaslMechanism>,
+        mechanism: Option<Mechanism>,
         /// Give up on a server that stays silent this long (connect, handshake, each read).
         #[arg(long, value_name = "DUR", default_value = "15s", value_parser = parse_duration)]
         timeout: Duration,
@@ -105,11 +108,11 @@ pub enum Command {
     /// aerc, git-send-email, himalaya), with mailtoken as its password command.
     Setup {
         #[arg(value_enum)]
-        client: SetupClient,
+        client: Client,
         account: String,
         /// The SASL mechanism the mail program should use.
-        #[arg(long, value_enum, default_value_t = SetupMechanism::Xoauth2)]
-        mechanism: SetupMechanism,
+        #[arg(long, value_enum, default_value_t = Sasl::Xoauth2)]
+        mechanism: Sasl,
     },
     /// Forget an account's tokens, revoking them at the provider when it can.
     Logout { account: String },
@@ -152,37 +155,6 @@ pub enum ForProto {
     Imap,
     Pop,
     Smtp,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SetupClient {
-    Msmtp,
-    Neomutt,
-    Mutt,
-    Mbsync,
-    Aerc,
-    GitSendEmail,
-    Himalaya,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SetupMechanism {
-    Xoauth2,
-    Oauthbearer,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum TlsMode {
-    Implicit,
-    Starttls,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum SaslMechanism {
-    Xoauth2,
-    Oauthbearer,
-    Plain,
-    Login,
 }
 
 impl Format {

@@ -3,9 +3,7 @@
 //! except the listings (`status`, `providers`) that are the command's whole point.
 
 use crate::broker::Broker;
-use crate::cli::{
-    Cli, Command, ForProto, Format, SaslMechanism, SetupClient, SetupMechanism, TlsMode, TokenArgs,
-};
+use crate::cli::{Cli, Command, ForProto, Format, TokenArgs};
 use crate::config::{Account, AuthKind, Config, Proto, Server, Tls};
 use crate::daemon::client;
 use crate::daemon::protocol::{self, Op, Request};
@@ -82,16 +80,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 protos,
                 host,
                 port,
-                tls: tls.map(|t| match t {
-                    TlsMode::Implicit => Tls::Implicit,
-                    TlsMode::Starttls => Tls::Starttls,
-                }),
-                mechanism: mechanism.map(|m| match m {
-                    SaslMechanism::Xoauth2 => verify::Mechanism::Xoauth2,
-                    SaslMechanism::Oauthbearer => verify::Mechanism::Oauthbearer,
-                    SaslMechanism::Plain => verify::Mechanism::Plain,
-                    SaslMechanism::Login => verify::Mechanism::Login,
-                }),
+                tls,
+                mechanism,
                 timeout,
             };
             let report = verify::run(&broker, acct, &opts)?;
@@ -112,30 +102,16 @@ pub fn run(cli: Cli) -> Result<()> {
             account,
             mechanism,
         } => {
-            use crate::setup::{Client, Sasl};
             // Only the account's settings: no store, no keyring.
             let config = Config::load_default()?;
             let acct = config.account(&account)?;
-            let client = match client {
-                SetupClient::Msmtp => Client::Msmtp,
-                SetupClient::Neomutt => Client::Neomutt,
-                SetupClient::Mutt => Client::Mutt,
-                SetupClient::Mbsync => Client::Mbsync,
-                SetupClient::Aerc => Client::Aerc,
-                SetupClient::GitSendEmail => Client::GitSendEmail,
-                SetupClient::Himalaya => Client::Himalaya,
-            };
-            let sasl = match mechanism {
-                SetupMechanism::Xoauth2 => Sasl::Xoauth2,
-                SetupMechanism::Oauthbearer => Sasl::Oauthbearer,
-            };
             // The absolute path: mail programs started by cron or systemd may not have
             // this binary's directory in PATH.
             let exe = std::env::current_exe()
                 .and_then(std::fs::canonicalize)
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_else(|_| "mailtoken".to_owned());
-            print_stdout(&crate::setup::snippet(client, acct, &exe, sasl)?)
+            print_stdout(&crate::setup::snippet(client, acct, &exe, mechanism)?)
         }
         Command::Logout { account } => {
             let broker = open_broker(true)?;

@@ -18,7 +18,7 @@ use url::Url;
 /// Network timeout for token requests unless the config says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Tls {
     /// TLS from the first byte (IMAPS 993, POP3S 995, submissions 465).

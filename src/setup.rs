@@ -10,8 +10,9 @@ use crate::config::{Account, Proto, Server, Tls};
 use crate::error::{Error, Result};
 use std::fmt::Write as _;
 
-/// The mail programs `setup` knows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The mail programs `setup` knows (named on the command line as shown by clap:
+/// `msmtp`, ..., `git-send-email`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Client {
     Msmtp,
     Neomutt,
@@ -23,7 +24,7 @@ pub enum Client {
 }
 
 /// The SASL mechanism the mail program should use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Sasl {
     Xoauth2,
     Oauthbearer,

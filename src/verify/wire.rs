@@ -12,7 +12,7 @@ use serde::Serialize;
 pub const MAX_LINE: usize = 16 * 1024;
 
 /// A SASL mechanism the verifier can use.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Mechanism {
     Xoauth2,
