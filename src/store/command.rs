@@ -153,17 +153,7 @@ impl TokenStore for CommandStore {
 mod tests {
     use super::*;
     use crate::error::ExitCode;
-    use crate::secret::Secret;
-
-    fn record(rt: &str) -> TokenRecord {
-        TokenRecord {
-            refresh_token: Some(Secret::new(rt)),
-            access_token: Some(Secret::new("at")),
-            expires_at: Some(4600),
-            obtained_at: 1000,
-            ..Default::default()
-        }
-    }
+    use crate::store::tests::record;
 
     /// Keeps records in `DIR/ACCOUNT.json`; a missing file reads as empty output.
     fn store(dir: &std::path::Path, delete: bool) -> CommandStore {

@@ -214,18 +214,8 @@ impl TokenStore for KeyringStore {
 mod tests {
     use super::*;
     use crate::error::ExitCode;
-    use crate::secret::Secret;
+    use crate::store::tests::record;
     use keyring_core::mock;
-
-    fn record(rt: &str) -> TokenRecord {
-        TokenRecord {
-            refresh_token: Some(Secret::new(rt)),
-            access_token: Some(Secret::new("at")),
-            expires_at: Some(4600),
-            obtained_at: 1000,
-            ..Default::default()
-        }
-    }
 
     fn mock_store() -> (Arc<mock::Store>, KeyringStore) {
         let store = mock::Store::new().unwrap();

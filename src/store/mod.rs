@@ -123,9 +123,21 @@ pub(crate) fn json_error(e: &serde_json::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::error::ExitCode;
+    use crate::secret::Secret;
+
+    /// A record with refresh token `rt`, for the stores' round-trip tests.
+    pub(crate) fn record(rt: &str) -> TokenRecord {
+        TokenRecord {
+            refresh_token: Some(Secret::new(rt)),
+            access_token: Some(Secret::new("at")),
+            expires_at: Some(4600),
+            obtained_at: 1000,
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn a_command_store_needs_read_and_write() {
