@@ -630,13 +630,7 @@ fn ctrl_z_at_the_prompt_stops_with_echo_on_and_asks_again_after_fg() {
 
 /// `cmd` with the same arguments and environment, running `program` instead.
 fn retarget(cmd: Command, program: &str) -> Command {
-    let mut c = Command::new(program);
+    let mut c = with_env_of(&cmd, program);
     c.args(cmd.get_args());
-    for (k, v) in cmd.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
     c
 }

@@ -11,8 +11,9 @@ mod common;
 
 use common::mailserver::mailserver;
 use common::mailtoken::*;
+use mailtoken::setup::shell_quote;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A git binary and its version (major, minor).
@@ -69,32 +70,15 @@ fn gits() -> Vec<Git> {
 }
 
 /// A POSIX shell word.
-fn shell(s: &str) -> String {
-    if s.bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"/._-+:@=,".contains(&b))
-    {
-        s.to_owned()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
 /// The helper as integrations/git-send-email/README.md writes it, with the built binary.
 fn helper() -> String {
-    format!("!{} git-credential", shell(BIN))
+    format!("!{} git-credential", shell_quote(BIN))
 }
 
 /// `git ARGS` in the test world: its mailtoken environment (config, state, runtime
 /// dir, HOME), a private global git config, no system config, no prompts.
 fn git(env: &Env, g: &Git) -> Command {
-    let base = env.cmd();
-    let mut c = Command::new(&g.path);
-    for (k, v) in base.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
+    let mut c = env.program(&g.path);
     for k in [
         "GIT_DIR",
         "GIT_WORK_TREE",
@@ -113,23 +97,6 @@ fn git(env: &Env, g: &Git) -> Command {
         .env("GIT_TERMINAL_PROMPT", "0")
         .stdin(Stdio::null());
     c
-}
-
-fn run_with_stdin(c: &mut Command, input: &str) -> Output {
-    use std::io::Write;
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
 }
 
 /// `git config --global ARGS` (into the world's private global config).
@@ -216,7 +183,10 @@ fn git_credential_fill_gives_the_right_accounts_user_and_token() {
             &g,
             &[
                 "credential.helper",
-                &format!("store --file={}", shell(&store_file.to_string_lossy())),
+                &format!(
+                    "store --file={}",
+                    shell_quote(&store_file.to_string_lossy())
+                ),
             ],
         );
         credential_helper_for(&env, &g, "127.0.0.1", m.submission_port);
@@ -479,7 +449,10 @@ fn git_send_email_delivers_a_patch_through_msmtp() {
         &g,
         &[
             "sendemail.sendmailCmd",
-            &format!("msmtp --file={} -a work", shell(&rc.to_string_lossy())),
+            &format!(
+                "msmtp --file={} -a work",
+                shell_quote(&rc.to_string_lossy())
+            ),
         ],
     );
     let subject = format!("gitcred test patch {}", unique_login("subject"));
@@ -544,7 +517,7 @@ fn git_send_email_native_xoauth2_asks_the_helper_for_smtp_host_port() {
             "no `{line}` in:\n{snippet}"
         );
     }
-    let helper_line = format!("\thelper = \"!{} git-credential\"", shell(BIN));
+    let helper_line = format!("\thelper = \"!{} git-credential\"", shell_quote(BIN));
     assert!(
         snippet.contains(&helper_line),
         "no `{helper_line}` in:\n{snippet}"
@@ -552,8 +525,8 @@ fn git_send_email_native_xoauth2_asks_the_helper_for_smtp_host_port() {
     let log = env.dir.path().join("helper.log");
     let logging = format!(
         "!f() {{ tee -a {} | {} git-credential \"$@\"; }}; f",
-        shell(&log.to_string_lossy()),
-        shell(BIN)
+        shell_quote(&log.to_string_lossy()),
+        shell_quote(BIN)
     );
     let global = env.dir.path().join("gitconfig");
     let mut config = std::fs::read_to_string(&global).unwrap_or_default();

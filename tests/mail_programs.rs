@@ -6,41 +6,10 @@ mod common;
 
 use common::mailserver::mailserver;
 use common::mailtoken::*;
+use mailtoken::setup::shell_quote;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-/// `program` with the test world's environment (config, state, runtime dir, HOME), so
-/// that the `mailtoken token` it runs finds the account.
-fn in_env(env: &Env, program: &str) -> Command {
-    let base = env.cmd();
-    let mut c = Command::new(program);
-    for (k, v) in base.get_envs() {
-        match v {
-            Some(v) => c.env(k, v),
-            None => c.env_remove(k),
-        };
-    }
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run_with_stdin(mut c: Command, input: &str) -> Output {
-    use std::io::Write;
-    let mut child = c
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// A logged-in account `name` whose SMTP (and IMAP) servers are the test Dovecot's.
 fn world(name: &str, client: Client, smtp_port: u16, smtp_tls: &str, imap: &str) -> (Env, String) {
@@ -77,10 +46,10 @@ fn message(from: &str, subject: &str) -> String {
 }
 
 fn msmtp_send(env: &Env, rc: &Path, account: &str, from: &str, subject: &str) {
-    let mut c = in_env(env, "msmtp");
+    let mut c = env.program("msmtp");
     c.arg(format!("--file={}", rc.display()))
         .args(["-a", account, "rcpt@example.test"]);
-    let o = run_with_stdin(c, &message(from, subject));
+    let o = run_with_stdin(&mut c, &message(from, subject));
     assert!(
         o.status.success(),
         "msmtp failed ({:?}): {}{}",
@@ -152,11 +121,11 @@ fn neomutt_sends_and_reads_the_inbox_over_imap_with_xoauth2() {
 
     // Send without a terminal, as scripts do.
     let subject = format!("neomutt-send {login}");
-    let mut c = in_env(&env, "neomutt");
+    let mut c = env.program("neomutt");
     c.args(["-n", "-F"])
         .arg(&rc)
         .args(["-s", &subject, "--", "rcpt@example.test"]);
-    let o = run_with_stdin(c, "Sent by neomutt in the mailtoken test suite.\n");
+    let o = run_with_stdin(&mut c, "Sent by neomutt in the mailtoken test suite.\n");
     assert!(
         o.status.success(),
         "neomutt send: {}{}",
@@ -177,10 +146,10 @@ fn neomutt_sends_and_reads_the_inbox_over_imap_with_xoauth2() {
     let keys = format!("push '<pipe-message>cat > {}<enter><quit>'", out.display());
     let cmd = format!(
         "neomutt -n -F {} -e \"set pipe_decode=no wait_key=no\" -e \"{}\"",
-        shell(rc.to_str().unwrap()),
+        shell_quote(rc.to_str().unwrap()),
         keys
     );
-    let mut c = in_env(&env, "script");
+    let mut c = env.program("script");
     c.args(["-qec", &cmd, "/dev/null"]).env("TERM", "xterm");
     let o = run_with_timeout(c, Duration::from_secs(30));
     let got = std::fs::read_to_string(&out).unwrap_or_default();
@@ -190,10 +159,6 @@ fn neomutt_sends_and_reads_the_inbox_over_imap_with_xoauth2() {
         stdout(&o),
         stderr(&o)
     );
-}
-
-fn shell(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 fn run_with_timeout(mut c: Command, limit: Duration) -> Output {
@@ -230,7 +195,7 @@ fn mbsync_syncs_the_inbox_with_xoauth2_through_the_cyrus_plugin() {
     m.deliver_to_inbox(&login, &message("sender@example.test", &unique));
     // The snippet keeps mail under ~/Mail/mb; HOME is the test world's directory.
     std::fs::create_dir_all(env.dir.path().join("Mail/mb")).unwrap();
-    let mut c = in_env(&env, "mbsync");
+    let mut c = env.program("mbsync");
     c.arg("-c").arg(&rc).arg("mb");
     let o = run_with_timeout(c, Duration::from_secs(30));
     assert!(o.status.success(), "mbsync: {}{}", stdout(&o), stderr(&o));

@@ -137,6 +137,14 @@ impl Env {
         c
     }
 
+    /// `program` (a mail program, git, a shell) with this world's environment, so that
+    /// the `mailtoken` it runs finds the world's config and store.
+    pub fn program(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut c = with_env_of(&self.cmd(), program);
+        c.stdin(Stdio::null());
+        c
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()
     }
@@ -293,6 +301,31 @@ pub fn assert_exit(o: &Output, code: i32) {
         stdout(o),
         stderr(o)
     );
+}
+
+/// A command running `program` with the environment changes `base` carries (none of
+/// its arguments).
+pub fn with_env_of(base: &Command, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new(program);
+    for (k, v) in base.get_envs() {
+        match v {
+            Some(v) => c.env(k, v),
+            None => c.env_remove(k),
+        };
+    }
+    c
+}
+
+/// Runs `c` with `input` on its stdin and collects its output.
+pub fn run_with_stdin(c: &mut Command, input: &str) -> Output {
+    let mut child = c
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    write_stdin(&mut child, input);
+    child.wait_with_output().unwrap()
 }
 
 pub fn write_stdin(child: &mut Child, text: &str) {
