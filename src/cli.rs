@@ -1,7 +1,7 @@
 //! The command line, as clap definitions. Kept in the library so that `completions`
 //! and `man` (and tests) see exactly what the binary parses.
 
-use crate::config::Tls;
+use crate::server::Tls;
 use crate::setup::{Client, Sasl};
 use crate::verify::Mechanism;
 use clap::{Parser, Subcommand, ValueEnum};

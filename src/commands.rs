@@ -4,14 +4,16 @@
 
 use crate::broker::Broker;
 use crate::cli::{Cli, Command, ForProto, Format, TokenArgs};
-use crate::config::{Account, AuthKind, Config, Proto, Server, Tls};
+use crate::config::{Account, Config};
 use crate::daemon::client;
 use crate::daemon::protocol::{self, Op, Request};
 use crate::error::{Error, Result};
 use crate::login::{LoginOptions, login};
 use crate::providers;
+use crate::providers::AuthKind;
 use crate::record::{self, TokenRecord};
 use crate::sasl;
+use crate::server::{Proto, Server, Tls};
 use crate::verify;
 use clap::CommandFactory;
 use std::io::Write;

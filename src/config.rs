@@ -3,8 +3,10 @@
 //! fix, because a password command that fails silently is the worst kind of bug.
 
 use crate::error::{Error, Result};
-use crate::providers::{self, Provider};
+use crate::paths::expand_home;
+use crate::providers::{self, AuthKind, Provider};
 use crate::secret::Secret;
+use crate::server::{Proto, Server, Tls, default_port};
 use crate::store::StoreConfig;
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -18,46 +20,6 @@ use url::Url;
 /// Network timeout for token requests unless the config says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Tls {
-    /// TLS from the first byte (IMAPS 993, POP3S 995, submissions 465).
-    Implicit,
-    /// Plain start, then STARTTLS / STLS (IMAP 143, POP3 110, submission 587).
-    Starttls,
-}
-
-impl Tls {
-    /// The mode a port implies when nothing says otherwise: 25, 110, 143 and 587 start
-    /// plain and switch with STARTTLS; any other port is taken as implicit TLS.
-    pub fn for_port(port: u16) -> Tls {
-        match port {
-            143 | 110 | 587 | 25 => Tls::Starttls,
-            _ => Tls::Implicit,
-        }
-    }
-}
-
-/// The standard port of a protocol in a TLS mode (IMAP 993/143, POP3 995/110,
-/// submission 465/587).
-pub fn default_port(proto: Proto, tls: Tls) -> u16 {
-    match (proto, tls) {
-        (Proto::Imap, Tls::Implicit) => 993,
-        (Proto::Imap, Tls::Starttls) => 143,
-        (Proto::Pop, Tls::Implicit) => 995,
-        (Proto::Pop, Tls::Starttls) => 110,
-        (Proto::Smtp, Tls::Implicit) => 465,
-        (Proto::Smtp, Tls::Starttls) => 587,
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Server {
-    pub host: Cow<'static, str>,
-    pub port: u16,
-    pub tls: Tls,
-}
-
 #[derive(Debug)]
 pub struct Config {
     pub path: PathBuf,
@@ -66,17 +28,6 @@ pub struct Config {
     pub timeout: Duration,
     /// Run (by the daemon) once when an account needs a new login.
     pub notify_cmd: Option<String>,
-}
-
-/// How an account signs in to its mail servers: `auth` in the config.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthKind {
-    /// OAuth 2.0 tokens: `mailtoken login`, then `mailtoken token`.
-    Oauth,
-    /// An app password kept in the OS keyring: `mailtoken set-password`, then
-    /// `mailtoken password` (see `crate::password`).
-    Password,
 }
 
 /// The account's way of signing in, with what it needs.
@@ -145,13 +96,6 @@ impl Account {
             Proto::Smtp => self.smtp.as_ref(),
         }
     }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
-    Imap,
-    Pop,
-    Smtp,
 }
 
 // ---- the file as written ----
@@ -623,14 +567,6 @@ fn resolve(src: &Source, name: &Spanned<String>, acct: Spanned<RawAccount>) -> R
             redirect_path,
         })),
     })
-}
-
-/// `~/x` means `$HOME/x`, as in every other mail program's config.
-pub fn expand_home(p: &Path) -> PathBuf {
-    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
-        (Ok(rest), Some(home)) if !home.is_empty() => PathBuf::from(home).join(rest),
-        _ => p.to_owned(),
-    }
 }
 
 const EXAMPLE: &str = r#"    [accounts.alice]

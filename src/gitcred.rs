@@ -23,12 +23,13 @@
 //! - Any other operation is ignored, as git-credential(1) asks of helpers.
 
 use crate::broker::Broker;
-use crate::config::{Account, Config, Server};
+use crate::config::{Account, Config};
 use crate::daemon::client;
 use crate::daemon::protocol::{self, Op, Request};
 use crate::error::{Error, Result};
 use crate::record::DEFAULT_MIN_VALID;
 use crate::secret::Secret;
+use crate::server::Server;
 use std::io::{BufRead, Write};
 use std::time::Duration;
 use zeroize::Zeroizing;

@@ -20,6 +20,7 @@ pub mod providers;
 pub mod record;
 pub mod sasl;
 pub mod secret;
+pub mod server;
 pub mod setup;
 pub mod store;
 pub mod tls;

@@ -1,7 +1,7 @@
-//! Where mailtoken's files live: XDG on Linux and the BSDs, the same layout on macOS
-//! (what command-line users expect), Known Folders on Windows.
+//! Where mailtoken's files live: XDG on Linux and the BSDs, and the same layout on
+//! macOS (what command-line users expect there).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn home() -> PathBuf {
     std::env::var_os("HOME")
@@ -37,5 +37,13 @@ pub fn runtime_dir() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(v) if PathBuf::from(&v).is_absolute() => PathBuf::from(v).join("mailtoken"),
         _ => state_dir().join("run"),
+    }
+}
+
+/// `~/x` means `$HOME/x`, as in every other mail program's config.
+pub fn expand_home(p: &Path) -> PathBuf {
+    match (p.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) if !home.is_empty() => PathBuf::from(home).join(rest),
+        _ => p.to_owned(),
     }
 }

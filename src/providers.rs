@@ -2,7 +2,19 @@
 //! user's config names a provider instead of spelling them out. The facts come from
 //! `shared/docs/provider-facts.md`; change both together.
 
-use crate::config::{AuthKind, Server, Tls};
+use crate::server::{Server, Tls};
+use serde::Deserialize;
+
+/// How an account signs in to its mail servers: `auth` in the config.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthKind {
+    /// OAuth 2.0 tokens: `mailtoken login`, then `mailtoken token`.
+    Oauth,
+    /// An app password kept in the OS keyring: `mailtoken set-password`, then
+    /// `mailtoken password` (see `crate::password`).
+    Password,
+}
 
 /// A provider preset. `{tenant}` in a URL is replaced by the account's `tenant`.
 #[derive(Debug)]
@@ -39,11 +51,7 @@ pub struct Provider {
 }
 
 const fn server(host: &'static str, port: u16, tls: Tls) -> Server {
-    Server {
-        host: std::borrow::Cow::Borrowed(host),
-        port,
-        tls,
-    }
+    Server::new(host, port, tls)
 }
 
 pub static GOOGLE: Provider = Provider {

@@ -6,8 +6,9 @@
 //! traps are written next to the lines they concern; the long form is in
 //! integrations/<client>/README.md.
 
-use crate::config::{Account, Proto, Server, Tls};
+use crate::config::Account;
 use crate::error::{Error, Result};
+use crate::server::{Proto, Server, Tls};
 use std::fmt::Write as _;
 
 /// The mail programs `setup` knows (named on the command line as shown by clap:

@@ -343,7 +343,7 @@ fn a_server_that_never_answers_gives_75_within_the_timeout() {
 #[test]
 fn plain_and_login_with_an_app_password_over_every_protocol() {
     use common::mailserver::{APP_PASSWORD, APP_USER};
-    use mailtoken::config::{Proto, Tls};
+    use mailtoken::server::{Proto, Tls};
     use mailtoken::verify::Mechanism;
     use mailtoken::verify::session::{Credential, Outcome, Target, check};
     let tls = mailtoken::tls::client_config(Some(std::path::Path::new(&ca()))).unwrap();

@@ -1,6 +1,6 @@
 //! The keyring store: each account's record as compact JSON in one secret of the OS
 //! keyring (service `mailtoken`, user = the account name): the Secret Service on Linux
-//! and the BSDs, the login Keychain on macOS, the Credential Manager on Windows.
+//! and the BSDs, the login Keychain on macOS.
 //!
 //! Every call is a blocking IPC round trip; `load` makes one search and one read, since
 //! `mailtoken token` runs it on every call of a mail program.
@@ -87,18 +87,12 @@ pub(crate) fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
     Ok(apple_native_keyring_store::keychain::Store::new()?)
 }
 
-#[cfg(target_os = "windows")]
-pub(crate) fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
-    Ok(windows_native_keyring_store::Store::new()?)
-}
-
 #[cfg(not(any(
     all(
         unix,
         not(any(target_os = "macos", target_os = "ios", target_os = "android"))
     ),
-    target_os = "macos",
-    target_os = "windows"
+    target_os = "macos"
 )))]
 pub(crate) fn platform_store() -> keyring_core::Result<Arc<CredentialStore>> {
     Err(KError::NotSupportedByStore(
@@ -201,8 +195,6 @@ impl TokenStore for KeyringStore {
     fn describe(&self) -> String {
         let kind = if cfg!(target_os = "macos") {
             "macOS Keychain"
-        } else if cfg!(target_os = "windows") {
-            "Windows Credential Manager"
         } else {
             "Secret Service"
         };

@@ -101,7 +101,7 @@ pub fn open(cfg: &StoreConfig) -> Result<Opened> {
 
 fn file_store(cfg: &StoreConfig) -> file::FileStore {
     match &cfg.path {
-        Some(p) => file::FileStore::new(crate::config::expand_home(p)),
+        Some(p) => file::FileStore::new(crate::paths::expand_home(p)),
         None => file::FileStore::new(file::FileStore::default_path()),
     }
 }
@@ -162,7 +162,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_file_store_path_may_start_with_a_tilde() {
-        use crate::config::expand_home;
+        use crate::paths::expand_home;
         use std::path::Path;
         let home = PathBuf::from(std::env::var_os("HOME").unwrap());
         assert_eq!(

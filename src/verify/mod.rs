@@ -11,10 +11,11 @@ pub mod session;
 pub mod wire;
 
 use crate::broker::Broker;
-use crate::config::{Account, Proto, Tls, default_port};
+use crate::config::Account;
 use crate::daemon::protocol::Op;
 use crate::error::{Error, ExitCode, Result};
 use crate::record::{DEFAULT_MIN_VALID, TokenRecord};
+use crate::server::{Proto, Tls, default_port};
 use serde::Serialize;
 use session::{Attempt, Credential, Outcome, Target, proto_name};
 use std::fmt::Write as _;

@@ -8,7 +8,7 @@ use super::wire::{
     self, Challenge, ImapLine, MAX_LINE, Mechanism, PopLine, choose_mechanism, imap_line, pop_line,
     smtp_line,
 };
-use crate::config::{Proto, Tls};
+use crate::server::{Proto, Tls};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
