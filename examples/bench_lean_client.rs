@@ -6,8 +6,10 @@
 //!
 //!   bench_lean_client ACCOUNT
 
-use mailtoken::daemon::client;
-use mailtoken::daemon::protocol::{Op, Request, VERSION};
+use mailtoken::format::Format;
+use mailtoken::ipc::client;
+use mailtoken::ipc::protocol::{Op, Request, VERSION};
+use mailtoken::server::Proto;
 use std::io::Write;
 use std::time::Duration;
 
@@ -20,9 +22,9 @@ fn main() {
         v: VERSION,
         op: Op::Token {
             account,
-            format: "raw".into(),
+            format: Format::Raw,
             min_valid: 300,
-            for_proto: Some("imap".into()),
+            for_proto: Some(Proto::Imap),
             wait_ms: 0,
         },
     };

@@ -1,22 +1,37 @@
-//! The Broker: the one place where tokens are handed out, refreshed and stored. The
-//! daemonless CLI uses it in-process; the daemon will hold one in memory. Its rules:
-//! never hand out a token with less validity than asked, never refresh an account twice
-//! at once (a per-account lock across processes), and store a rotated refresh token
-//! before anyone sees the new access token.
+//! The Broker: an account's tokens in the store, refreshed under the per-account lock.
+//! The daemonless path hands tokens out through it, and the daemon refreshes and saves
+//! through it, so the refresh exists once. Its rules:
+//! - never hand out a token with less validity than asked (the decision is the state
+//!   machine's, `state.rs`, fed with the stored record);
+//! - never refresh an account twice at once: a refresh runs under the account's file
+//!   lock, and whoever gets the lock second finds the first one's result in the store;
+//! - a rotated refresh token is kept before anyone sees the new access token: in the
+//!   store, or, when the store refuses it, in the rescue record (`store/rescue.rs`).
 
 use crate::config::{Account, Config};
 use crate::error::{Error, Result};
 use crate::lock;
-use crate::oauth::{OAuthClient, TokenGrant};
-use crate::record::{self, LastError, TokenRecord};
+use crate::oauth::{OAuthClient, TokenError, TokenGrant};
+use crate::record::{self, FailureKind, TokenRecord};
+use crate::secret::Secret;
+use crate::state::{AccountState, Decision, Failure, RefreshError, RefreshOutcome, Refreshed};
+use crate::store::rescue::Rescue;
 use crate::store::{self, TokenStore};
 use std::time::Duration;
 
 pub struct Broker {
     pub config: Config,
     store: Box<dyn TokenStore>,
+    rescue: Rescue,
     /// A one-line notice about the store choice (the file fallback), for people.
     pub store_notice: Option<String>,
+}
+
+/// A token handed out, and what the user should know about the store when it did not
+/// take the tokens (they are kept elsewhere; nothing is lost).
+pub struct Served {
+    pub record: TokenRecord,
+    pub warning: Option<Error>,
 }
 
 impl Broker {
@@ -25,6 +40,7 @@ impl Broker {
         Ok(Broker {
             config,
             store: opened.store,
+            rescue: Rescue::new(),
             store_notice: opened.notice,
         })
     }
@@ -37,8 +53,32 @@ impl Broker {
         self.config.account(name)
     }
 
+    /// The account's record: the stored one, or a rescued one that is newer (the
+    /// store refused the last refresh's tokens). A store that cannot be read now does
+    /// not hide a rescued record.
     pub fn load(&self, account: &Account) -> Result<Option<TokenRecord>> {
-        self.store.load(&account.name)
+        let rescued = self.rescue.load(&account.name);
+        let stored = match self.store.load(&account.name) {
+            Ok(s) => s,
+            Err(e) => return rescued.map(|(r, _)| Some(r)).ok_or(e),
+        };
+        // Every write the store takes removes the rescued record, so one that is still
+        // there is the newer one; a stored record obtained later wins all the same (the
+        // rescued one was left behind by a removal that failed).
+        Ok(match (stored, rescued) {
+            (Some(s), Some((r, _))) if r.obtained_at < s.obtained_at => Some(s),
+            (_, Some((r, _))) => Some(r),
+            (s, None) => s,
+        })
+    }
+
+    /// Where the account's tokens are when the store does not have them.
+    pub fn rescued_at(&self, account: &Account) -> Option<std::path::PathBuf> {
+        let (r, path) = self.rescue.load(&account.name)?;
+        match self.store.load(&account.name) {
+            Ok(Some(s)) if r.obtained_at < s.obtained_at => None,
+            _ => Some(path),
+        }
     }
 
     /// How long to wait for another process's refresh or login save: longer than one
@@ -47,82 +87,182 @@ impl Broker {
         self.config.timeout * 2 + Duration::from_secs(5)
     }
 
-    /// A record whose access token stays valid for `min_valid` (or half its lifetime),
-    /// refreshing first if needed.
-    pub fn access_token(&self, account: &Account, min_valid: Duration) -> Result<TokenRecord> {
-        let rec = self
-            .load(account)?
-            .ok_or_else(|| not_logged_in(account, &*self.store))?;
-        if rec.usable_access_token(record::now(), min_valid).is_some() {
-            return Ok(rec);
-        }
-        if rec.refresh_token.is_none() {
-            return Err(no_refresh_token(account));
+    /// The daemonless path: a record whose access token stays valid for `min_valid`
+    /// (or half its lifetime), refreshing first when the account's state allows it.
+    pub fn access_token(&self, account: &Account, min_valid: Duration) -> Result<Served> {
+        let state = AccountState::from_record(self.load(account)?);
+        if let Some(record) = self.decide(account, &state, min_valid)? {
+            return Ok(Served::from(record));
         }
         let _guard = lock::acquire(&account.name, self.lock_timeout())?;
-        // Whoever held the lock before us may have refreshed already.
-        let rec = self
-            .load(account)?
-            .ok_or_else(|| not_logged_in(account, &*self.store))?;
-        if rec.usable_access_token(record::now(), min_valid).is_some() {
-            return Ok(rec);
+        // Whoever held the lock before us may have refreshed already, or failed (then
+        // its failure's backoff applies to us too).
+        let record = self.load(account)?;
+        let state = AccountState::from_record(record.clone());
+        if let Some(record) = self.decide(account, &state, min_valid)? {
+            return Ok(Served::from(record));
         }
-        self.refresh_locked(account, rec)
+        let record = record.expect("a state that allows a refresh holds a record");
+        self.refresh_locked(account, record)
+            .map(Served::from)
+            .map_err(RefreshError::into_error)
     }
 
-    /// Refreshes now (the daemon's refresh-ahead), unless another process stored a newer
-    /// access token than the one obtained at `seen_obtained_at` meanwhile.
-    pub fn refresh_unless_newer(
+    /// `Some(record)` to serve, `None` to refresh, or the error that blocks both.
+    fn decide(
         &self,
         account: &Account,
-        seen_obtained_at: u64,
-    ) -> Result<TokenRecord> {
-        let _guard = lock::acquire(&account.name, self.lock_timeout())?;
-        let rec = self
-            .load(account)?
-            .ok_or_else(|| not_logged_in(account, &*self.store))?;
-        if rec.obtained_at > seen_obtained_at && rec.access_token.is_some() && !rec.needs_login() {
-            return Ok(rec);
+        state: &AccountState,
+        min_valid: Duration,
+    ) -> Result<Option<TokenRecord>> {
+        if matches!(state, AccountState::NoToken) {
+            return Err(not_logged_in(account, &*self.store));
         }
-        self.refresh_locked(account, rec)
+        match state.decide(record::now(), min_valid, &account.name) {
+            Decision::Serve(r) => Ok(Some(r)),
+            Decision::Blocked { error, .. } => Err(error),
+            // A stored record is never `Refreshing` (the file lock is that state here).
+            Decision::Refresh | Decision::AwaitRefresh | Decision::Load => Ok(None),
+        }
     }
 
-    /// Refreshes `rec` (the caller holds the account lock) and stores the result.
-    fn refresh_locked(&self, account: &Account, mut rec: TokenRecord) -> Result<TokenRecord> {
+    /// One refresh under the account lock (the daemon's, and `verify`'s after a server
+    /// refused a token), unless the stored access token is no longer `seen`: then
+    /// another process has refreshed meanwhile, and its record is the answer.
+    pub fn refresh_unless_replaced(
+        &self,
+        account: &Account,
+        seen: Option<&Secret>,
+    ) -> RefreshOutcome {
+        let _guard = lock::acquire(&account.name, self.lock_timeout())
+            .map_err(|e| RefreshError::Failed(FailureKind::Temporary, e))?;
+        let record = self
+            .load(account)
+            .map_err(|e| RefreshError::Failed(FailureKind::Store, e))?
+            .ok_or_else(|| RefreshError::NotLoggedIn(not_logged_in(account, &*self.store)))?;
+        if let Some(f) = record.last_error.as_ref().filter(|e| e.kind.needs_login()) {
+            // Another process was told the grant is dead: asking again cannot help.
+            return Err(RefreshError::Failed(
+                f.kind,
+                Failure::from_last_error(f).error,
+            ));
+        }
+        if record.access_token.is_some() && record.access_token.as_ref() != seen {
+            return Ok(Refreshed {
+                record,
+                unsaved: None,
+            });
+        }
+        self.refresh_locked(account, record)
+    }
+
+    /// Refreshes `rec` (the caller holds the account lock) and keeps the result.
+    fn refresh_locked(&self, account: &Account, mut rec: TokenRecord) -> RefreshOutcome {
         let Some(rt) = rec.refresh_token.clone() else {
-            return Err(no_refresh_token(account));
+            return Err(RefreshError::Failed(
+                FailureKind::NoRefreshToken,
+                no_refresh_token(account),
+            ));
         };
-        let result = runtime()?.block_on(async {
-            let client = OAuthClient::new(account, self.config.timeout)?;
-            client.refresh(&rt).await
-        });
+        let result = runtime()
+            .map_err(|error| TokenError {
+                kind: FailureKind::Temporary,
+                error,
+            })
+            .and_then(|rt_| {
+                rt_.block_on(async {
+                    let client =
+                        OAuthClient::new(account, self.config.timeout).map_err(|error| {
+                            // The client secret command failed, or ca_file is unreadable.
+                            TokenError {
+                                kind: FailureKind::Config,
+                                error,
+                            }
+                        })?;
+                    client.refresh(&rt).await
+                })
+            });
+        let now = record::now();
         match result {
             Ok(grant) => {
                 apply_grant(&mut rec, grant, false);
-                rec.refreshed_at = Some(record::now());
+                rec.refreshed_at = Some(now);
                 rec.last_error = None;
-                // Stored before it is printed: a rotated refresh token must never exist
+                // Kept before it is handed out: a rotated refresh token must never exist
                 // only in a pipe to a mail program.
-                self.store.save(&account.name, &rec)?;
-                Ok(rec)
+                let unsaved = self.keep(account, &rec).err();
+                Ok(Refreshed {
+                    record: rec,
+                    unsaved,
+                })
             }
-            Err(e) => {
-                let kind = if e.code == crate::error::ExitCode::NoPerm {
-                    "invalid_grant"
-                } else {
-                    "temporary"
-                };
-                rec.last_error = Some(LastError {
-                    at: record::now(),
-                    kind: kind.into(),
-                    message: e.message.clone(),
-                });
-                // Best effort: the refresh error is what the user needs to see, and the
-                // stored tokens are untouched but for this note.
-                let _ = self.store.save(&account.name, &rec);
-                Err(e)
+            Err(TokenError { kind, error }) => {
+                let failures = rec
+                    .last_error
+                    .as_ref()
+                    .filter(|e| e.kind == kind)
+                    .map_or(0, |e| e.failures)
+                    .saturating_add(1);
+                rec.last_error =
+                    Some(Failure::new(kind, error.clone(), now, failures).to_last_error());
+                // Best effort, and never into the rescue record: the refresh error is
+                // what the user needs to see, and the tokens are the ones kept already.
+                if self.store.save(&account.name, &rec).is_ok() {
+                    self.rescue.remove(&account.name);
+                }
+                Err(RefreshError::Failed(kind, error))
             }
         }
+    }
+
+    /// Saves `rec` in the store; when the store refuses, in the rescue record. The
+    /// error says what is wrong with the store, where the tokens are, and what to do.
+    fn keep(&self, account: &Account, rec: &TokenRecord) -> Result<()> {
+        let refused = match self.store.save(&account.name, rec) {
+            Ok(()) => {
+                self.rescue.remove(&account.name);
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        let kept = match self.rescue.save(&account.name, rec) {
+            Ok(path) => format!(
+                "They are kept in {} (mode 0600) until the {} takes them: nothing is lost, and there is no need to log in again.",
+                path.display(),
+                self.store.describe()
+            ),
+            Err(e) => format!(
+                "They could not be kept elsewhere either ({}): until the store works again they live only in this process.",
+                e.message
+            ),
+        };
+        let mut error = Error::new(
+            refused.code,
+            format!(
+                "the new tokens of {} could not be saved in the {}: {}",
+                account.name,
+                self.store.describe(),
+                refused.message
+            ),
+        );
+        error.remedy = Some(match refused.remedy {
+            Some(r) => format!("{kept}\n{r}"),
+            None => kept,
+        });
+        Err(error)
+    }
+
+    /// Saves tokens that the store refused before (the daemon's retry), unless the
+    /// store has newer ones by now.
+    pub fn persist(&self, account: &Account, rec: &TokenRecord) -> Result<()> {
+        let _guard = lock::acquire(&account.name, self.lock_timeout())?;
+        if let Ok(Some(stored)) = self.store.load(&account.name)
+            && (stored.access_token == rec.access_token || stored.obtained_at > rec.obtained_at)
+        {
+            self.rescue.remove(&account.name);
+            return Ok(());
+        }
+        self.keep(account, rec)
     }
 
     /// Stores what a login obtained, keeping a previous refresh token when the provider
@@ -150,6 +290,8 @@ impl Broker {
         }
         rec.logged_in_at = record::now();
         self.store.save(&account.name, &rec)?;
+        // A login supersedes whatever a refresh had to keep aside.
+        self.rescue.remove(&account.name);
         Ok((
             rec,
             LoginNotes {
@@ -183,7 +325,26 @@ impl Broker {
             }
         }
         let existed = self.store.delete(&account.name)?;
+        self.rescue.remove(&account.name);
         Ok((existed, warning))
+    }
+}
+
+impl From<TokenRecord> for Served {
+    fn from(record: TokenRecord) -> Served {
+        Served {
+            record,
+            warning: None,
+        }
+    }
+}
+
+impl From<Refreshed> for Served {
+    fn from(r: Refreshed) -> Served {
+        Served {
+            record: r.record,
+            warning: r.unsaved,
+        }
     }
 }
 

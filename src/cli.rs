@@ -1,11 +1,15 @@
 //! The command line, as clap definitions. Kept in the library so that `completions`
 //! and `man` (and tests) see exactly what the binary parses.
 
-use crate::server::Tls;
+use crate::credential::Request;
+use crate::format::Format;
+use crate::server::{Proto, Tls};
 use crate::setup::{Client, Sasl};
 use crate::verify::Mechanism;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
+use std::str::FromStr;
 use std::time::Duration;
 
 #[derive(Parser, Debug)]
@@ -51,14 +55,14 @@ pub enum Command {
     Token {
         account: String,
         /// raw (the access token), xoauth2 or oauthbearer (base64 SASL strings), json.
-        #[arg(long, short, value_enum, default_value_t = Format::Raw)]
+        #[arg(long, short, value_parser = names::<Format>(), default_value = "raw")]
         format: Format,
         /// The token must stay valid at least this long (half its lifetime if shorter).
         #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
         min_valid: Duration,
         /// Which server's host and port go into an OAUTHBEARER string.
-        #[arg(long = "for", value_enum, default_value_t = ForProto::Imap)]
-        for_proto: ForProto,
+        #[arg(long = "for", value_parser = names::<Proto>(), default_value = "imap")]
+        for_proto: Proto,
         /// With the daemon: wait up to this long for a refresh in flight or a login in
         /// progress instead of failing at once.
         #[arg(long, value_name = "DUR", default_value = "0s", value_parser = parse_duration)]
@@ -142,82 +146,15 @@ pub enum Command {
     Man,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Raw,
-    Xoauth2,
-    Oauthbearer,
-    Json,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum ForProto {
-    Imap,
-    Pop,
-    Smtp,
-}
-
-impl Format {
-    /// The name on the command line and in the daemon protocol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::Raw => "raw",
-            Format::Xoauth2 => "xoauth2",
-            Format::Oauthbearer => "oauthbearer",
-            Format::Json => "json",
-        }
-    }
-
-    fn from_name(s: &str) -> Option<Format> {
-        [
-            Format::Raw,
-            Format::Xoauth2,
-            Format::Oauthbearer,
-            Format::Json,
-        ]
-        .into_iter()
-        .find(|f| f.as_str() == s)
-    }
-}
-
-impl ForProto {
-    /// The name on the command line and in the daemon protocol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ForProto::Imap => "imap",
-            ForProto::Pop => "pop",
-            ForProto::Smtp => "smtp",
-        }
-    }
-
-    fn from_name(s: &str) -> Option<ForProto> {
-        [ForProto::Imap, ForProto::Pop, ForProto::Smtp]
-            .into_iter()
-            .find(|f| f.as_str() == s)
-    }
-}
-
-/// The arguments of `mailtoken token`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenArgs {
-    pub account: String,
-    pub format: Format,
-    pub min_valid: Duration,
-    pub for_proto: ForProto,
-    pub wait: Duration,
-}
-
-impl Default for TokenArgs {
-    /// The defaults clap gives `token` (checked against it in the tests below).
-    fn default() -> TokenArgs {
-        TokenArgs {
-            account: String::new(),
-            format: Format::Raw,
-            min_valid: Duration::from_secs(300),
-            for_proto: ForProto::Imap,
-            wait: Duration::ZERO,
-        }
-    }
+/// A value of one of the library's named enums (`--format`, `--for`): clap lists the
+/// names in help and completions, and the type's own `FromStr` does the parsing, the
+/// one the daemon protocol uses too.
+fn names<T>() -> impl TypedValueParser<Value = T>
+where
+    T: ValueEnum + FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(T::value_variants().iter().filter_map(T::to_possible_value))
+        .try_map(|s| <T as FromStr>::from_str(&s))
 }
 
 /// `token ACCOUNT [OPTIONS]` parsed without clap, for the hot path: a mail program runs
@@ -226,12 +163,12 @@ impl Default for TokenArgs {
 /// plain form": anything unusual (help, a repeated or unknown option, a bad value, a
 /// value starting with `-`, `--`) is left to clap, which parses it or explains the
 /// mistake. So this never accepts what clap would refuse, nor reads anything differently.
-pub fn quick_token(args: &[OsString]) -> Option<TokenArgs> {
+pub fn quick_token(args: &[OsString]) -> Option<Request> {
     let mut args = args.iter().map(|a| a.to_str());
     if args.next()?? != "token" {
         return None;
     }
-    let mut t = TokenArgs::default();
+    let mut t = Request::new("");
     let (mut account, mut seen) = (None, [false; 4]);
     while let Some(arg) = args.next() {
         let arg = arg?;
@@ -263,9 +200,9 @@ pub fn quick_token(args: &[OsString]) -> Option<TokenArgs> {
             return None;
         }
         match slot {
-            0 => t.format = Format::from_name(value)?,
+            0 => t.format = value.parse().ok()?,
             1 => t.min_valid = parse_duration(value).ok()?,
-            2 => t.for_proto = ForProto::from_name(value)?,
+            2 => t.for_proto = value.parse().ok()?,
             _ => t.wait = parse_duration(value).ok()?,
         }
     }
@@ -296,7 +233,7 @@ mod tests {
     }
 
     /// What clap makes of `mailtoken ARGS`, when it is a `token` command.
-    fn clap_token(args: &[&str]) -> Option<TokenArgs> {
+    fn clap_token(args: &[&str]) -> Option<Request> {
         let argv = std::iter::once("mailtoken").chain(args.iter().copied());
         match Cli::try_parse_from(argv).ok()?.command {
             Command::Token {
@@ -305,7 +242,7 @@ mod tests {
                 min_valid,
                 for_proto,
                 wait,
-            } => Some(TokenArgs {
+            } => Some(Request {
                 account,
                 format,
                 min_valid,
@@ -339,13 +276,7 @@ mod tests {
             assert!(quick.is_some(), "{args:?} should take the quick path");
             assert_eq!(quick, clap_token(args), "{args:?}");
         }
-        assert_eq!(
-            quick_token(&os(&["token", "w"])),
-            Some(TokenArgs {
-                account: "w".into(),
-                ..TokenArgs::default()
-            })
-        );
+        assert_eq!(quick_token(&os(&["token", "w"])), Some(Request::new("w")));
         // Left to clap: it either parses them (the same way) or refuses them.
         let declined: &[&[&str]] = &[
             &["token"],
@@ -369,16 +300,6 @@ mod tests {
         ];
         for args in declined {
             assert_eq!(quick_token(&os(args)), None, "{args:?}");
-        }
-    }
-
-    #[test]
-    fn names_match_clap() {
-        for f in Format::value_variants() {
-            assert_eq!(f.to_possible_value().unwrap().get_name(), f.as_str());
-        }
-        for p in ForProto::value_variants() {
-            assert_eq!(p.to_possible_value().unwrap().get_name(), p.as_str());
         }
     }
 

@@ -20,7 +20,7 @@ use url::Url;
 /// Network timeout for token requests unless the config says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub path: PathBuf,
     pub accounts: BTreeMap<String, Account>,

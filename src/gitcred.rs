@@ -11,7 +11,7 @@
 //! - `get` picks the account whose SMTP (or IMAP, POP3) server is that host, and port
 //!   when given, and whose `user` is the username when one is given. It answers
 //!   `username`, `password` (an access token valid for at least 5 minutes, from the
-//!   daemon when it runs, else through the Broker, exactly as `mailtoken token`) and
+//!   daemon when it runs, else in this process, exactly as `mailtoken token`) and
 //!   `password_expiry_utc`, so that Git (2.41 and later) never keeps it past its
 //!   expiry. When no account or more than one fits, it answers nothing and exits 0,
 //!   so git asks the next helper or the user; the reason goes to stderr in one line.
@@ -22,16 +22,11 @@
 //!   not log the user out.
 //! - Any other operation is ignored, as git-credential(1) asks of helpers.
 
-use crate::broker::Broker;
 use crate::config::{Account, Config};
-use crate::daemon::client;
-use crate::daemon::protocol::{self, Op, Request};
+use crate::credential::{self, Request};
 use crate::error::{Error, Result};
-use crate::record::DEFAULT_MIN_VALID;
-use crate::secret::Secret;
-use crate::server::Server;
+use crate::server::{Proto, Server};
 use std::io::{BufRead, Write};
-use std::time::Duration;
 use zeroize::Zeroizing;
 
 /// Longest request read from git; a real one is a few hundred bytes.
@@ -321,57 +316,21 @@ pub fn run(operation: &str) -> Result<()> {
             return Ok(());
         }
     };
-    let (token, expires_at) = access_token(config, &account)?;
-    let out = answer(&account.user, token.expose(), expires_at)?;
+    // Valid for the default `--min-valid`, from the daemon when it runs, exactly as
+    // `mailtoken token`; an app-password account gets its password (no expiry).
+    let c = credential::get(&Request {
+        for_proto: Proto::Smtp,
+        ..Request::new(account.name.clone())
+    })?;
+    if let Some(w) = &c.warning {
+        eprintln!("mailtoken: warning: {w}");
+    }
+    let out = answer(&account.user, &c.secret, c.expires_at)?;
     let mut stdout = std::io::stdout().lock();
     stdout
         .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(|e| Error::io(format!("writing to stdout: {e}")))
-}
-
-/// A token valid for `DEFAULT_MIN_VALID` and its expiry: from the daemon when one
-/// answers, else through the Broker in this process, as `mailtoken token` does.
-fn access_token(config: Config, account: &Account) -> Result<(Secret, Option<u64>)> {
-    // An app-password account: the password, which does not expire.
-    if account.uses_app_password() {
-        return Ok((crate::password::lookup(account)?, None));
-    }
-    let req = Request {
-        v: protocol::VERSION,
-        op: Op::Token {
-            account: account.name.clone(),
-            format: "json".into(),
-            min_valid: DEFAULT_MIN_VALID.as_secs(),
-            for_proto: None,
-            wait_ms: 0,
-        },
-    };
-    if let Some(reply) = client::ask(&req, Duration::ZERO)? {
-        let credential = match reply.credential {
-            Some(c) if reply.ok => Zeroizing::new(c),
-            _ => return Err(reply.into_error()),
-        };
-        #[derive(serde::Deserialize)]
-        struct Json {
-            access_token: Secret,
-            expires_at: Option<u64>,
-        }
-        let j: Json = serde_json::from_str(&credential).map_err(|e| {
-            Error::software(format!(
-                "the daemon's token answer is not the JSON form: {e}"
-            ))
-        })?;
-        return Ok((j.access_token, j.expires_at));
-    }
-    let broker = Broker::open(config)?;
-    let acct = broker.account(&account.name)?;
-    let rec = broker.access_token(acct, DEFAULT_MIN_VALID)?;
-    let token = rec
-        .access_token
-        .clone()
-        .ok_or_else(|| Error::software("no access token to hand to git"))?;
-    Ok((token, rec.expires_at))
 }
 
 #[cfg(test)]

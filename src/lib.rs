@@ -1,15 +1,20 @@
 //! mailtoken: an OAuth 2.0 credential helper and token broker for mail programs.
 //!
-//! The binary (`src/main.rs`) only parses the command line, dispatches and maps errors to
-//! exit codes; everything else lives here so that tests can use it directly.
+//! The binaries (`src/main.rs`, the whole program, and `src/front.rs`, the small front
+//! executable for the hot path) only parse the command line, dispatch and map errors
+//! to exit codes; everything else lives here so that tests can use it directly.
+//! ARCHITECTURE.md at the repository root is the map.
 
 pub mod broker;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod credential;
 pub mod daemon;
 pub mod error;
+pub mod format;
 pub mod gitcred;
+pub mod ipc;
 pub mod lock;
 pub mod login;
 pub mod loopback;
@@ -19,9 +24,13 @@ pub mod paths;
 pub mod providers;
 pub mod record;
 pub mod sasl;
+pub mod schedule;
 pub mod secret;
 pub mod server;
 pub mod setup;
+pub mod startup;
+pub mod state;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod verify;

@@ -1,85 +1,47 @@
-//! The `mailtoken` binary: parse the command line, run the command, and turn errors
-//! into a message on stderr and a sysexits exit status.
+//! `mailtoken-core`, the whole program: parse the command line, run the command, and
+//! turn errors into a message on stderr and a sysexits exit status. Users run it as
+//! `mailtoken`, the front executable (src/front.rs), which answers `token` through the
+//! daemon by itself and hands every other command line to this one.
 //!
-//! `mailtoken token` runs on every connection a mail program makes, and through the
-//! daemon the work itself is one socket round trip, so process start-up is most of its
-//! cost. Two things keep that short (measured in docs/benchmarks.md):
-//! - `no_main`: std's own start-up asks glibc for the main thread's stack bounds to
-//!   set up its guard page report, which parses `/proc/self/maps` and costs as much as
-//!   the rest of the call. Without it, a stack overflow in the main thread is a plain
-//!   SIGSEGV. The other two things std's start-up does are done here: standard file
-//!   descriptors that are closed get `/dev/null` (so that a socket never becomes fd 1),
-//!   and SIGPIPE is ignored (so that a closed pipe is an error we report, not a death).
-//!   Arguments still come from std (`std::env::args_os`, filled in before `main` on
-//!   glibc), and every exit goes through `std::process::exit`, which flushes stdout.
-//! - The plain `token ACCOUNT [OPTIONS]` form is parsed without clap
-//!   (`cli::quick_token`); everything else goes through clap.
+//! `no_main`: std's own start-up asks glibc for the main thread's stack bounds to set
+//! up its guard page report, which parses `/proc/self/maps` and costs as much as the
+//! rest of a `token` call through the daemon (docs/benchmarks.md). Without it a stack
+//! overflow in the main thread is a plain SIGSEGV. The rest of what std's start-up
+//! does is in `startup::prepare`.
 #![no_main]
 
 use clap::Parser;
 use mailtoken::cli::{Cli, quick_token};
-use mailtoken::error::{ExitCode, Result};
-use std::ffi::{c_char, c_int};
-use std::process::exit;
+use mailtoken::error::ExitCode;
+use mailtoken::startup;
+use std::ffi::{OsString, c_char, c_int};
 
 #[unsafe(no_mangle)]
-extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
-    standard_fds();
-    // SAFETY: setting a signal's disposition to SIG_IGN, before any thread exists.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
-    let result = match quick_token(&args) {
-        Some(t) => mailtoken::commands::token(t),
-        None => parse_and_run(),
+extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
+    startup::prepare();
+    // SAFETY: argc and argv are what the C runtime passed to main.
+    let args = unsafe { startup::args(argc, argv) };
+    // The plain `token ACCOUNT [OPTIONS]` form is parsed without clap, whose parser
+    // costs more to build than the rest of the call (`cli::quick_token`).
+    let result = match quick_token(args.get(1..).unwrap_or_default()) {
+        Some(req) => mailtoken::commands::token(req),
+        None => mailtoken::commands::run(parse(args)),
     };
-    exit(match result {
-        Ok(()) => 0,
-        Err(e) => {
-            eprintln!("mailtoken: {}", e.message);
-            if let Some(r) = &e.remedy {
-                eprintln!("{r}");
-            }
-            e.code as i32
-        }
-    })
+    startup::exit(result)
 }
 
-fn parse_and_run() -> Result<()> {
-    match Cli::try_parse() {
-        Ok(cli) => mailtoken::commands::run(cli),
+fn parse(args: Vec<OsString>) -> Cli {
+    match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             // --help and --version are not errors; anything else is a usage error (64),
             // not clap's default 2, which mail programs would not recognise.
-            exit(if e.use_stderr() {
+            std::process::exit(if e.use_stderr() {
                 ExitCode::Usage as i32
             } else {
                 0
             });
-        }
-    }
-}
-
-/// Opens `/dev/null` on whichever of fds 0, 1 and 2 is closed, as std's start-up does:
-/// otherwise the next file or socket opened takes its number, and a credential printed
-/// on "stdout" could go into the daemon's socket.
-fn standard_fds() {
-    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
-        fd,
-        events: 0,
-        revents: 0,
-    });
-    // SAFETY: polling three valid pollfd structs without waiting; opening a C string.
-    unsafe {
-        if libc::poll(fds.as_mut_ptr(), 3, 0) < 0 {
-            return;
-        }
-        for p in fds {
-            if p.revents & libc::POLLNVAL != 0
-                && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) != p.fd
-            {
-                libc::abort();
-            }
         }
     }
 }

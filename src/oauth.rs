@@ -5,6 +5,7 @@
 
 use crate::config::{Account, OAuth};
 use crate::error::{Error, ExitCode, Result, chain};
+use crate::record::FailureKind;
 use crate::secret::Secret;
 use oauth2::basic::{BasicClient, BasicErrorResponse, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
@@ -22,6 +23,21 @@ pub struct TokenGrant {
     pub refresh_token: Option<Secret>,
     pub expires_in: Option<Duration>,
     pub scopes: Option<Vec<String>>,
+}
+
+/// A token request that failed: the words for people, and what kind of failure it is,
+/// decided here from the provider's answer (RFC 6749 §5.2) or the transport, so that
+/// nothing later has to guess it from an exit code.
+#[derive(Debug, Clone)]
+pub struct TokenError {
+    pub kind: FailureKind,
+    pub error: Error,
+}
+
+impl From<TokenError> for Error {
+    fn from(e: TokenError) -> Error {
+        e.error
+    }
 }
 
 /// The token endpoint of one account, with its HTTP client and client credentials.
@@ -278,7 +294,7 @@ impl<'a> OAuthClient<'a> {
         code: String,
         verifier: PkceCodeVerifier,
         redirect_uri: &Url,
-    ) -> Result<TokenGrant> {
+    ) -> Result<TokenGrant, TokenError> {
         let client = self
             .client()
             .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
@@ -291,7 +307,7 @@ impl<'a> OAuthClient<'a> {
         self.grant(resp, Step::Login)
     }
 
-    pub async fn refresh(&self, refresh_token: &Secret) -> Result<TokenGrant> {
+    pub async fn refresh(&self, refresh_token: &Secret) -> Result<TokenGrant, TokenError> {
         let http = |r| send(&self.http, r);
         let rt = RefreshToken::new(refresh_token.expose().to_owned());
         let resp = self
@@ -357,7 +373,7 @@ impl<'a> OAuthClient<'a> {
             RequestTokenError<HttpFault, BasicErrorResponse>,
         >,
         step: Step,
-    ) -> Result<TokenGrant> {
+    ) -> Result<TokenGrant, TokenError> {
         match resp {
             Ok(t) => Ok(TokenGrant {
                 access_token: Secret::new(t.access_token().secret().clone()),
@@ -393,13 +409,16 @@ pub fn invalid_grant_causes(account: &Account) -> &'static str {
     }
 }
 
+/// The words for a failed token request, its exit code, and the kind of failure: each
+/// case says for itself whether only a login helps, the config is wrong, or it may pass.
 fn classify(
     account: &Account,
     oauth: &OAuth,
     timeout: Duration,
     step: Step,
     e: RequestTokenError<HttpFault, BasicErrorResponse>,
-) -> Error {
+) -> TokenError {
+    use FailureKind::{Config, Rejected, Temporary};
     let name = &account.name;
     let url = &oauth.token_url;
     let what = match step {
@@ -410,20 +429,28 @@ fn classify(
         Step::Refresh => " The stored tokens are kept.",
         Step::Login => "",
     };
-    match e {
+    let (kind, error) = match e {
         RequestTokenError::ServerResponse(r) => {
             let code = r.error().as_ref().to_owned();
             let desc = r.error_description().map(|d| format!(": {d}")).unwrap_or_default();
             match (r.error(), step) {
-                (BasicErrorResponseType::InvalidGrant, Step::Refresh) => Error::noperm(format!(
-                    "the refresh token for {name} was rejected (invalid_grant{desc}); {}",
-                    invalid_grant_causes(account)
-                ))
-                .with_remedy(format!("Run `mailtoken login {name}` to log in again.")),
-                (BasicErrorResponseType::InvalidGrant, Step::Login) => Error::noperm(format!(
-                    "the provider rejected the authorization code for {name} (invalid_grant{desc})"
-                ))
-                .with_remedy(format!("Run `mailtoken login {name}` again; the code is single-use and short-lived.")),
+                // RFC 6749 §5.2: the grant (refresh token or code) is invalid, expired
+                // or revoked. Only a login gets a new one.
+                (BasicErrorResponseType::InvalidGrant, Step::Refresh) => (
+                    Rejected,
+                    Error::noperm(format!(
+                        "the refresh token for {name} was rejected (invalid_grant{desc}); {}",
+                        invalid_grant_causes(account)
+                    ))
+                    .with_remedy(format!("Run `mailtoken login {name}` to log in again.")),
+                ),
+                (BasicErrorResponseType::InvalidGrant, Step::Login) => (
+                    Rejected,
+                    Error::noperm(format!(
+                        "the provider rejected the authorization code for {name} (invalid_grant{desc})"
+                    ))
+                    .with_remedy(format!("Run `mailtoken login {name}` again; the code is single-use and short-lived.")),
+                ),
                 (
                     BasicErrorResponseType::InvalidClient
                     | BasicErrorResponseType::UnauthorizedClient
@@ -431,49 +458,75 @@ fn classify(
                     | BasicErrorResponseType::InvalidScope
                     | BasicErrorResponseType::UnsupportedGrantType,
                     _,
-                ) => Error::config(format!("{what} for {name}: the provider answered {code}{desc}")).with_remedy(
-                    "Check client_id, client_secret and scopes in the config against the OAuth client registered at the provider.",
+                ) => (
+                    Config,
+                    Error::config(format!("{what} for {name}: the provider answered {code}{desc}")).with_remedy(
+                        "Check client_id, client_secret and scopes in the config against the OAuth client registered at the provider.",
+                    ),
                 ),
-                _ => Error::temp(format!("{what} for {name}: the provider answered {code}{desc}.{keep}"))
-                    .with_remedy("Try again later."),
+                _ => (
+                    Temporary,
+                    Error::temp(format!("{what} for {name}: the provider answered {code}{desc}.{keep}"))
+                        .with_remedy("Try again later."),
+                ),
             }
         }
         RequestTokenError::Request(f) => match f {
-            HttpFault::Timeout => Error::temp(format!(
-                "{what} for {name}: {url} did not answer within {}.{keep}",
-                humantime::format_duration(timeout)
-            ))
-            .with_remedy("Check the network and try again; `timeout` in the config sets the limit."),
-            HttpFault::Connect(e) => Error::temp(format!("{what} for {name}: cannot connect to {url}: {e}.{keep}"))
-                .with_remedy("Check the network connection and try again."),
-            HttpFault::Status { status: s @ (404 | 405), body } => {
-                Error::config(format!("{what} for {name}: {url} answered HTTP {s} with {body}"))
-                    .with_remedy("Check token_url in the config: it is not the provider's token endpoint.")
-            }
-            HttpFault::Status { status, body } => Error::temp(format!(
-                "{what} for {name}: the token endpoint {url} answered HTTP {status} with {body}.{keep}"
-            ))
-            .with_remedy(if status >= 500 || status == 429 {
-                "The provider is having trouble; try again later."
-            } else {
-                "Try again later; if it persists, check token_url in the config."
-            }),
-            HttpFault::Malformed { status, detail } => Error::temp(format!(
-                "{what} for {name}: the token endpoint {url} answered HTTP {status} with {detail}.{keep}"
-            ))
-            .with_remedy(
-                "Something between you and the provider (a captive portal, a proxy) may have answered; try again later.",
+            HttpFault::Timeout => (
+                Temporary,
+                Error::temp(format!(
+                    "{what} for {name}: {url} did not answer within {}.{keep}",
+                    humantime::format_duration(timeout)
+                ))
+                .with_remedy("Check the network and try again; `timeout` in the config sets the limit."),
             ),
-            HttpFault::Other(e) => Error::temp(format!("{what} for {name}: {e}.{keep}")),
+            HttpFault::Connect(e) => (
+                Temporary,
+                Error::temp(format!("{what} for {name}: cannot connect to {url}: {e}.{keep}"))
+                    .with_remedy("Check the network connection and try again."),
+            ),
+            HttpFault::Status { status: s @ (404 | 405), body } => (
+                Config,
+                Error::config(format!("{what} for {name}: {url} answered HTTP {s} with {body}"))
+                    .with_remedy("Check token_url in the config: it is not the provider's token endpoint."),
+            ),
+            HttpFault::Status { status, body } => (
+                Temporary,
+                Error::temp(format!(
+                    "{what} for {name}: the token endpoint {url} answered HTTP {status} with {body}.{keep}"
+                ))
+                .with_remedy(if status >= 500 || status == 429 {
+                    "The provider is having trouble; try again later."
+                } else {
+                    "Try again later; if it persists, check token_url in the config."
+                }),
+            ),
+            HttpFault::Malformed { status, detail } => (
+                Temporary,
+                Error::temp(format!(
+                    "{what} for {name}: the token endpoint {url} answered HTTP {status} with {detail}.{keep}"
+                ))
+                .with_remedy(
+                    "Something between you and the provider (a captive portal, a proxy) may have answered; try again later.",
+                ),
+            ),
+            HttpFault::Other(e) => (Temporary, Error::temp(format!("{what} for {name}: {e}.{keep}"))),
         },
         // Our adapter screens bodies first, so these mean a response that looked like
         // OAuth but was not (e.g. a missing token_type).
-        RequestTokenError::Parse(e, _) => Error::temp(format!(
-            "{what} for {name}: the token endpoint's answer does not follow RFC 6749 ({}).{keep}",
-            e.inner()
-        )),
-        RequestTokenError::Other(e) => Error::new(ExitCode::TempFail, format!("{what} for {name}: {e}.{keep}")),
-    }
+        RequestTokenError::Parse(e, _) => (
+            Temporary,
+            Error::temp(format!(
+                "{what} for {name}: the token endpoint's answer does not follow RFC 6749 ({}).{keep}",
+                e.inner()
+            )),
+        ),
+        RequestTokenError::Other(e) => (
+            Temporary,
+            Error::new(ExitCode::TempFail, format!("{what} for {name}: {e}.{keep}")),
+        ),
+    };
+    TokenError { kind, error }
 }
 
 #[cfg(test)]

@@ -47,3 +47,22 @@ pub fn expand_home(p: &Path) -> PathBuf {
         _ => p.to_owned(),
     }
 }
+
+/// The `mailtoken` a mail program should run: the front executable beside this one
+/// (the whole program runs as `mailtoken-core` behind it), resolved to an absolute
+/// path, since mail programs started by cron or systemd may not have it in PATH.
+pub fn installed_exe() -> Option<PathBuf> {
+    let me = std::env::current_exe()
+        .and_then(std::fs::canonicalize)
+        .ok()?;
+    let front = me.with_file_name("mailtoken");
+    Some(if front.is_file() { front } else { me })
+}
+
+/// `mailtoken-core`, the whole program, beside the running front executable.
+pub fn core_exe() -> crate::error::Result<PathBuf> {
+    let me = std::env::current_exe().map_err(|e| {
+        crate::error::Error::software(format!("cannot find this program's own path: {e}"))
+    })?;
+    Ok(me.with_file_name("mailtoken-core"))
+}

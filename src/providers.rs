@@ -203,3 +203,112 @@ pub fn find(name: &str) -> Option<&'static Provider> {
 pub fn names() -> String {
     ALL.iter().map(|p| p.name).collect::<Vec<_>>().join(", ")
 }
+
+/// `mailtoken providers`: every preset, a line each.
+pub fn listing() -> String {
+    let mut s = String::from("Provider presets (use `mailtoken providers NAME` for details):\n");
+    for p in ALL {
+        let how = match p.default_auth {
+            AuthKind::Oauth => "",
+            AuthKind::Password => " (app password)",
+        };
+        s += &format!("  {:<10} {}{how}\n", p.name, p.title);
+    }
+    s += "Any other OAuth 2.0 provider: leave `provider` out and set auth_url, token_url and scopes.\n";
+    s += "Any other server with a password: leave `provider` out, set auth = \"password\" and its servers.\n";
+    s
+}
+
+fn server_line(label: &str, s: &Server) -> String {
+    format!("  {label:<14} {}:{} ({})\n", s.host, s.port, s.tls.title())
+}
+
+/// `mailtoken providers NAME`: one preset in full.
+pub fn describe(p: &Provider) -> String {
+    let mut s = format!("{} ({})\n", p.name, p.title);
+    s += &match (p.default_auth, p.app_passwords) {
+        (AuthKind::Password, Some(at)) => format!(
+            "  sign-in        app password (`mailtoken set-password ACCOUNT`); create one at {at}\n"
+        ),
+        (AuthKind::Oauth, Some(at)) => format!(
+            "  sign-in        OAuth; or an app password with auth = \"password\": create one at {at}\n"
+        ),
+        _ => "  sign-in        OAuth\n".to_owned(),
+    };
+    if let (Some(auth), Some(token)) = (p.auth_url, p.token_url) {
+        s += &format!("  authorization  {auth}\n  token          {token}\n");
+    }
+    if let Some(u) = p.device_url {
+        s += &format!("  device         {u}\n");
+    }
+    if let Some(u) = p.revoke_url {
+        s += &format!("  revocation     {u}\n");
+    }
+    if !p.scopes.is_empty() {
+        s += &format!("  scopes         {}\n", p.scopes.join(" "));
+    }
+    if !p.auth_params.is_empty() {
+        let params: Vec<String> = p
+            .auth_params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        s += &format!("  auth params    {}\n", params.join(" "));
+    }
+    if p.auth_url.is_some() {
+        s += &format!("  redirect       http://{}:PORT/\n", p.redirect_host);
+    }
+    if let Some(t) = p.default_tenant {
+        s += &format!("  tenant         {t} (default; set `tenant` in the account)\n");
+    }
+    for (label, srv) in [("IMAP", &p.imap), ("POP3", &p.pop), ("SMTP", &p.smtp)] {
+        if let Some(srv) = srv {
+            s += &server_line(label, srv);
+        }
+    }
+    for srv in p.smtp_alternatives {
+        s += &server_line("SMTP (also)", srv);
+    }
+    for n in p.notes {
+        s += &format!("  - {n}\n");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_password_presets_are_listed_and_described() {
+        let l = listing();
+        for p in ["icloud", "fastmail", "yahoo"] {
+            assert!(l.contains(p), "{l}");
+        }
+        assert!(l.contains("iCloud Mail (app password)"), "{l}");
+        let d = describe(&ICLOUD);
+        assert!(d.contains("sign-in        app password"), "{d}");
+        assert!(d.contains("smtp.mail.me.com:587 (STARTTLS)"), "{d}");
+        assert!(
+            !d.contains("authorization") && !d.contains("redirect"),
+            "{d}"
+        );
+        let g = describe(&GOOGLE);
+        assert!(
+            g.contains("or an app password with auth = \"password\""),
+            "{g}"
+        );
+    }
+
+    #[test]
+    fn providers_listing_names_every_preset() {
+        let l = listing();
+        assert!(l.contains("google") && l.contains("microsoft"));
+        let g = describe(&GOOGLE);
+        assert!(
+            g.contains("imap.gmail.com:993 (implicit TLS)")
+                && g.contains("smtp.gmail.com:587 (STARTTLS)"),
+            "{g}"
+        );
+    }
+}

@@ -46,12 +46,85 @@ pub struct TokenRecord {
     pub last_error: Option<LastError>,
 }
 
+/// The last failed refresh, as the store keeps it between processes.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LastError {
     pub at: u64,
-    /// `invalid_grant` (the user must log in again) or `temporary`.
-    pub kind: String,
+    pub kind: FailureKind,
     pub message: String,
+    /// What to do about it, when there is something.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remedy: Option<String>,
+    /// Consecutive failures of this kind up to `at`, for the backoff.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub failures: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
+}
+
+/// Why a refresh failed, as far as what happens next is concerned. Decided where the
+/// failure is met (the token endpoint's answer, the store, the lock), never from an
+/// exit code or the words of a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The provider rejected the refresh token (`invalid_grant`): only a login helps.
+    Rejected,
+    /// The access token expired and there is no refresh token: only a login helps.
+    NoRefreshToken,
+    /// May pass by itself: the network, a 5xx, a timeout, the lock held too long.
+    Temporary,
+    /// The settings are wrong (client id or secret, token URL): fix the config.
+    Config,
+    /// The store could not be read or written (a locked keyring, a full disk).
+    Store,
+}
+
+impl FailureKind {
+    /// The name in the stored record; `invalid_grant` and `temporary` are what
+    /// earlier versions wrote.
+    pub fn name(self) -> &'static str {
+        match self {
+            FailureKind::Rejected => "invalid_grant",
+            FailureKind::NoRefreshToken => "no_refresh_token",
+            FailureKind::Temporary => "temporary",
+            FailureKind::Config => "config",
+            FailureKind::Store => "store",
+        }
+    }
+
+    /// Whether only a new login can end it.
+    pub fn needs_login(self) -> bool {
+        matches!(self, FailureKind::Rejected | FailureKind::NoRefreshToken)
+    }
+}
+
+impl Serialize for FailureKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// A kind this version does not know (written by a newer one) reads as temporary: it
+/// is retried, never taken for a rejected grant.
+impl<'de> Deserialize<'de> for FailureKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok([
+            FailureKind::Rejected,
+            FailureKind::NoRefreshToken,
+            FailureKind::Config,
+            FailureKind::Store,
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+        .unwrap_or(FailureKind::Temporary))
+    }
 }
 
 pub fn now() -> u64 {
@@ -107,7 +180,7 @@ impl TokenRecord {
     pub fn needs_login(&self) -> bool {
         self.last_error
             .as_ref()
-            .is_some_and(|e| e.kind == "invalid_grant")
+            .is_some_and(|e| e.kind.needs_login())
     }
 }
 
@@ -185,6 +258,27 @@ mod tests {
         let r = rec(1000, 2000);
         assert!(r.usable_access_token(2000, Duration::ZERO).is_none());
         assert!(r.usable_access_token(1999, Duration::ZERO).is_some());
+    }
+
+    #[test]
+    fn failure_kinds_keep_their_stored_names() {
+        let e: LastError =
+            serde_json::from_str(r#"{"at":5,"kind":"invalid_grant","message":"m"}"#).unwrap();
+        assert_eq!(
+            (e.kind, e.failures, &e.remedy),
+            (FailureKind::Rejected, 1, &None)
+        );
+        assert!(e.kind.needs_login());
+        let back = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            back,
+            serde_json::json!({"at":5,"kind":"invalid_grant","message":"m"})
+        );
+        let e: LastError =
+            serde_json::from_str(r#"{"at":5,"kind":"from-the-future","message":"m","failures":3}"#)
+                .unwrap();
+        assert_eq!((e.kind, e.failures), (FailureKind::Temporary, 3));
+        assert!(!e.kind.needs_login());
     }
 
     #[test]

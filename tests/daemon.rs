@@ -418,3 +418,80 @@ fn during_an_outage_calls_queued_behind_a_failing_refresh_send_nothing_more() {
     );
     assert_eq!(env.stored("f")["refresh_token"], fake::RT);
 }
+
+#[test]
+fn status_shows_when_the_last_error_happened_not_when_it_was_asked() {
+    let fake = fake::token_endpoint(503, "text/plain", "down", Duration::ZERO);
+    let env = fake::seeded(&fake.url, "5s");
+    let daemon = env.serve();
+    // The token is expired: the refresher tries at once, and fails.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while fake.requests() == 0 {
+        assert!(Instant::now() < deadline, "{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failed_at = now();
+    // Asked later (and before the backoff's next attempt, 4 s at the earliest).
+    std::thread::sleep(Duration::from_millis(3500));
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(&["status", "--json"]))).unwrap();
+    assert_eq!(fake.requests(), 1);
+    let text = j[0]["last_error"].as_str().unwrap();
+    assert!(text.contains("HTTP 503"), "{text}");
+    // "... (2026-12-01T21:00:00Z)": the time is the failure's.
+    let (_, t) = text.rsplit_once('(').unwrap();
+    let at = humantime::parse_rfc3339(t.trim_end_matches(')'))
+        .unwrap()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(at.abs_diff(failed_at) <= 1, "{text}: failed at {failed_at}");
+}
+
+#[test]
+fn after_an_outage_a_caller_gets_a_token_within_ten_seconds_and_probes_stay_bounded() {
+    let outage = fake::outage_endpoint();
+    let env = fake::seeded(&outage.url, "5s");
+    let daemon = env.serve();
+    // 45 s of 503 with the token expired and a caller every half second. The backoff
+    // alone (about 5, 10, 20, 40 s) would put the next attempt 15 s or more after the
+    // provider's return.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(45) {
+        assert_exit(&env.run(&["token", "f"]), 75);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let during = outage.arrivals().len();
+    outage.set_down(false);
+    let back = Instant::now();
+    loop {
+        let o = env.run(&["token", "f"]);
+        if o.status.success() {
+            assert!(stdout(&o).starts_with("fresh-"), "{}", stdout(&o));
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "no token 10 s after the outage ended: {}\n{}",
+            stderr(&o),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The bound (state::PROBE_INTERVAL): one request per 5 s at most, however many
+    // callers; on whole-second clocks two requests are at least 4 s apart.
+    let arrivals = outage.arrivals();
+    for w in arrivals.windows(2) {
+        assert!(
+            w[1] - w[0] >= Duration::from_secs(4),
+            "two requests {:?} apart",
+            w[1] - w[0]
+        );
+    }
+    assert!(during <= 45 / 5 + 1, "{during} requests in 45 s");
+    assert!(
+        during >= 45 / 5 - 1,
+        "callers probed: {during} requests in 45 s"
+    );
+    assert_eq!(env.stored("f")["refresh_token"], fake::RT);
+}

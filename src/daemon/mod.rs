@@ -1,9 +1,89 @@
-//! The broker daemon (`mailtoken serve`) and its lean client.
+//! `mailtoken serve`: the broker daemon. It answers token requests on a unix socket
+//! from memory, refreshes every account ahead of expiry so that no mail program waits
+//! on the network, and shares the per-account lock and the store with daemonless CLI
+//! calls.
+//!
+//! - `accounts.rs`: the per-account state in memory, and the work done on it;
+//! - `refresher.rs`: one task per account, waking when its next job is due;
+//! - `connection.rs`: a client's requests and their replies;
+//! - `reload.rs`: SIGHUP;
+//! - `socket.rs`, `timer.rs`, `notify.rs`: the listening socket, wall-clock sleeps, and
+//!   telling the user that an account needs a login.
 
-pub mod client;
+mod accounts;
+mod connection;
 pub mod notify;
-pub mod protocol;
-pub mod schedule;
-pub mod server;
+mod refresher;
+mod reload;
 pub mod socket;
 pub mod timer;
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use accounts::Daemon;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn serve() -> Result<()> {
+    let config = Config::load_default()?;
+    let broker = Broker::open(config)?;
+    if let Some(n) = &broker.store_notice {
+        eprintln!("mailtoken: {n}");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        // Blocking work is store reads and refreshes, a few at a time. Without a cap, 50
+        // accounts loading at start grow the pool to ~45 threads, whose stacks and malloc
+        // arenas glibc keeps after they exit (about 1 MiB of idle RSS).
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::software(format!("cannot start the async runtime: {e}")))?;
+    rt.block_on(run(broker))
+}
+
+async fn run(broker: Broker) -> Result<()> {
+    let socket = socket::Socket::open(&crate::ipc::client::socket_path())?;
+    let daemon = Arc::new(Daemon::new(broker));
+    let names: Vec<String> = daemon.broker().config.accounts.keys().cloned().collect();
+    for name in &names {
+        if let Some(slot) = daemon.add_slot(name) {
+            refresher::spawn(&daemon, &slot);
+        }
+    }
+    let listener = socket.listener()?;
+    socket::notify_ready();
+    eprintln!(
+        "mailtoken: serving {} account(s) on {}",
+        names.len(),
+        socket.path.display()
+    );
+    let signal = |k| {
+        tokio::signal::unix::signal(k)
+            .map_err(|e| Error::software(format!("cannot watch signals: {e}")))
+    };
+    use tokio::signal::unix::SignalKind;
+    let (mut term, mut int, mut hup) = (
+        signal(SignalKind::terminate())?,
+        signal(SignalKind::interrupt())?,
+        signal(SignalKind::hangup())?,
+    );
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => { tokio::spawn(connection::serve(daemon.clone(), stream)); }
+                Err(e) => {
+                    eprintln!("mailtoken: accept failed: {e}");
+                    // EMFILE and friends: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = hup.recv() => reload::reload(&daemon).await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    eprintln!("mailtoken: shutting down");
+    drop(socket);
+    Ok(())
+}

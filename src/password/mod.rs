@@ -7,12 +7,10 @@
 mod input;
 pub mod keyring;
 
-use crate::cli::Format;
 use crate::config::Account;
 use crate::error::{Error, Result};
 use crate::secret::Secret;
 use keyring::{AppPasswordStore, ItemKey};
-use zeroize::Zeroizing;
 
 /// The keyring attributes of the account's password: its SMTP host with service
 /// `smtp`, as msmtp asks; an account without SMTP uses its IMAP host (`imap`) or POP3
@@ -42,7 +40,7 @@ pub fn item_key(account: &Account) -> Result<ItemKey> {
 
 /// The account must be an app-password one: for the commands that make sense only
 /// there (`password`, `set-password`).
-fn require_app_password(account: &Account) -> Result<()> {
+pub fn require_app_password(account: &Account) -> Result<()> {
     if account.uses_app_password() {
         return Ok(());
     }
@@ -78,27 +76,6 @@ fn lookup_in(store: &dyn AppPasswordStore, account: &Account, key: &ItemKey) -> 
         Some(p) if !p.is_empty() => Ok(p),
         _ => Err(not_stored(account, store, key)),
     }
-}
-
-/// What `mailtoken token` prints for an app-password account: the password and a
-/// newline. The other formats wrap OAuth tokens, so they are refused (before the
-/// keyring is asked).
-pub fn credential(account: &Account, format: Format) -> Result<Zeroizing<String>> {
-    if format != Format::Raw {
-        let n = &account.name;
-        return Err(Error::usage(format!(
-            "account {n} signs in with an app password: `--format {}` applies to OAuth tokens only; use `--format raw` (the default), which prints the password",
-            format.as_str()
-        ))
-        .with_remedy(format!(
-            "Use `mailtoken token {n} --format raw` or `mailtoken password {n}`, and let the mail program sign in with PLAIN or LOGIN."
-        )));
-    }
-    let password = lookup(account)?;
-    let mut out = Zeroizing::new(String::with_capacity(password.expose().len() + 1));
-    out.push_str(password.expose());
-    out.push('\n');
-    Ok(out)
 }
 
 /// `mailtoken set-password ACCOUNT`: reads the password (a hidden prompt on a terminal,
@@ -232,16 +209,6 @@ mod tests {
         );
         assert!(!note.contains("abcd"), "{note}");
         assert_eq!(lookup_in(&store, &a, &key).unwrap().expose(), "abcd efgh");
-    }
-
-    #[test]
-    fn only_the_raw_format_is_a_password() {
-        let a = account("[accounts.c]\nprovider = \"yahoo\"\nuser = \"c@yahoo.com\"\n");
-        for f in [Format::Xoauth2, Format::Oauthbearer, Format::Json] {
-            let e = credential(&a, f).unwrap_err();
-            assert_eq!(e.code, ExitCode::Usage);
-            assert!(e.message.contains("--format raw"), "{}", e.message);
-        }
     }
 
     #[test]

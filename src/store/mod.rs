@@ -11,6 +11,7 @@ use std::path::PathBuf;
 pub mod command;
 pub mod file;
 pub mod keyring;
+pub mod rescue;
 
 /// The `[store]` table of the config file.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]

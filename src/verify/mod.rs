@@ -10,11 +10,10 @@
 pub mod session;
 pub mod wire;
 
-use crate::broker::Broker;
-use crate::config::Account;
-use crate::daemon::protocol::Op;
+use crate::config::{Account, Config};
+use crate::credential::{self, Request};
 use crate::error::{Error, ExitCode, Result};
-use crate::record::{DEFAULT_MIN_VALID, TokenRecord};
+use crate::secret::Secret;
 use crate::server::{Proto, Tls, default_port};
 use serde::Serialize;
 use session::{Attempt, Credential, Outcome, Target, proto_name};
@@ -69,49 +68,60 @@ pub struct Check {
 
 /// Runs the checks. Errors are for what stops all of them (no token, bad options);
 /// a server's refusal is in the report.
-pub fn run(broker: &Broker, account: &Account, opts: &Options) -> Result<Report> {
+pub fn run(config: &Config, account: &Account, opts: &Options) -> Result<Report> {
     let targets = targets(account, opts)?;
-    if account.uses_app_password() {
-        return run_with_password(account, opts, targets);
+    let app_password = account.uses_app_password();
+    if app_password && let Some(m) = opts.mechanism.filter(|m| m.is_oauth()) {
+        return Err(Error::usage(format!(
+            "account {} signs in with an app password; --mechanism {} needs an OAuth token",
+            account.name,
+            m.name().to_ascii_lowercase()
+        ))
+        .with_remedy("Use --mechanism plain or --mechanism login, or leave --mechanism out."));
     }
-    let mut rec = broker.access_token(account, DEFAULT_MIN_VALID)?;
+    // The credential a mail program gets: the daemon's when it runs.
+    let got = credential::get(&Request::new(account.name.clone()))?;
+    let mut secret = Secret::new(got.secret.as_str());
     let tls = crate::tls::client_config(account.ca_file.as_deref())?;
     let rt = crate::broker::runtime()?;
-    let attempt = |target: &Target, rec: &TokenRecord| -> Result<Attempt> {
-        let token = rec
-            .access_token
-            .as_ref()
-            .ok_or_else(|| Error::software("no access token"))?;
-        let cred = Credential::OAuth {
-            user: &account.user,
-            token: token.expose(),
+    let attempt = |target: &Target, secret: &Secret| -> Attempt {
+        let cred = if app_password {
+            Credential::Password {
+                user: &account.user,
+                password: secret.expose(),
+            }
+        } else {
+            Credential::OAuth {
+                user: &account.user,
+                token: secret.expose(),
+            }
         };
-        Ok(rt.block_on(session::check(
+        rt.block_on(session::check(
             target,
             &tls,
             &cred,
             opts.mechanism,
             opts.timeout,
-        )))
+        ))
     };
     let mut checks = Vec::new();
     for target in targets {
-        let first = attempt(&target, &rec)?;
-        let token_rejected = matches!(
-            &first.outcome,
-            Outcome::Rejected { challenge: Some(c), .. } if c.token_rejected()
-        );
+        let first = attempt(&target, &secret);
+        // A token the server calls bad is refreshed once and tried again; a password
+        // does not get better by asking again.
+        let token_rejected = !app_password
+            && matches!(
+                &first.outcome,
+                Outcome::Rejected { challenge: Some(c), .. } if c.token_rejected()
+            );
         if !token_rejected {
             checks.push(Check::new(&target, first, None, account));
             continue;
         }
-        match broker.refresh_unless_newer(account, rec.obtained_at) {
+        match credential::renew_rejected(config, account, &secret) {
             Ok(fresh) => {
-                rec = fresh;
-                crate::commands::tell_daemon(Op::Reload {
-                    account: account.name.clone(),
-                });
-                let second = attempt(&target, &rec)?;
+                secret = fresh;
+                let second = attempt(&target, &secret);
                 checks.push(Check::new(
                     &target,
                     second,
@@ -127,40 +137,6 @@ pub fn run(broker: &Broker, account: &Account, opts: &Options) -> Result<Report>
             )),
         }
     }
-    Ok(Report::new(account, checks))
-}
-
-/// The checks of an app-password account: PLAIN (or LOGIN) with the stored password.
-/// No second attempt: unlike a token, a password does not get better by asking again.
-fn run_with_password(account: &Account, opts: &Options, targets: Vec<Target>) -> Result<Report> {
-    if let Some(m) = opts.mechanism.filter(|m| m.is_oauth()) {
-        return Err(Error::usage(format!(
-            "account {} signs in with an app password; --mechanism {} needs an OAuth token",
-            account.name,
-            m.name().to_ascii_lowercase()
-        ))
-        .with_remedy("Use --mechanism plain or --mechanism login, or leave --mechanism out."));
-    }
-    let password = crate::password::lookup(account)?;
-    let tls = crate::tls::client_config(account.ca_file.as_deref())?;
-    let rt = crate::broker::runtime()?;
-    let cred = Credential::Password {
-        user: &account.user,
-        password: password.expose(),
-    };
-    let checks: Vec<Check> = targets
-        .iter()
-        .map(|target| {
-            let attempt = rt.block_on(session::check(
-                target,
-                &tls,
-                &cred,
-                opts.mechanism,
-                opts.timeout,
-            ));
-            Check::new(target, attempt, None, account)
-        })
-        .collect();
     Ok(Report::new(account, checks))
 }
 

@@ -83,3 +83,71 @@ pub fn seeded(token_url: &str, timeout: &str) -> Env {
     .unwrap();
     env
 }
+
+/// A FAKE token endpoint for an outage that ends: 503 while [`Outage::set_down`] says
+/// so, then a fresh token (`{"access_token":"fresh-N",...}`) for each request; every
+/// request's arrival time is kept.
+pub struct Outage {
+    pub url: String,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    arrivals: Arc<std::sync::Mutex<Vec<std::time::Instant>>>,
+}
+
+impl Outage {
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    /// When each request arrived, in order.
+    pub fn arrivals(&self) -> Vec<std::time::Instant> {
+        self.arrivals.lock().unwrap().clone()
+    }
+}
+
+pub fn outage_endpoint() -> Outage {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (d, a) = (down.clone(), arrivals.clone());
+    std::thread::spawn(move || {
+        rt().block_on(async move {
+            let app = axum::Router::new().route(
+                "/token",
+                axum::routing::post(move || {
+                    let (d, a) = (d.clone(), a.clone());
+                    async move {
+                        let n = {
+                            let mut a = a.lock().unwrap();
+                            a.push(std::time::Instant::now());
+                            a.len()
+                        };
+                        let json = axum::http::header::HeaderValue::from_static("application/json");
+                        if d.load(Ordering::SeqCst) {
+                            return (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                [(axum::http::header::CONTENT_TYPE, json)],
+                                r#"{"error":"temporarily_unavailable"}"#.to_owned(),
+                            );
+                        }
+                        (
+                            axum::http::StatusCode::OK,
+                            [(axum::http::header::CONTENT_TYPE, json)],
+                            format!(
+                                r#"{{"access_token":"fresh-{n}","token_type":"Bearer","expires_in":3600}}"#
+                            ),
+                        )
+                    }
+                }),
+            );
+            let l = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(l, app).await.unwrap();
+        })
+    });
+    Outage {
+        url: format!("http://{addr}/token"),
+        down,
+        arrivals,
+    }
+}

@@ -1,8 +1,11 @@
 //! The daemon's wire format: one JSON object per line, each carrying `"v": 1`, and
 //! exactly one reply per request. Pure types and codecs, shared by the server and the
-//! lean client.
+//! lean client. Strings only on the wire; formats and protocols are parsed by their
+//! own types, with the command line's rules.
 
 use crate::error::{Error, ExitCode};
+use crate::format::Format;
+use crate::server::Proto;
 use serde::{Deserialize, Serialize};
 
 pub const VERSION: u32 = 1;
@@ -17,13 +20,13 @@ pub enum Op {
     Token {
         account: String,
         #[serde(default = "default_format")]
-        format: String,
+        format: Format,
         /// Seconds the handed-out token must stay valid (capped at half its lifetime).
         #[serde(default = "default_min_valid")]
         min_valid: u64,
         /// imap | pop | smtp: whose host and port go into an OAUTHBEARER string.
         #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
-        for_proto: Option<String>,
+        for_proto: Option<Proto>,
         /// Milliseconds to wait for an in-flight refresh or a pending login.
         #[serde(default)]
         wait_ms: u64,
@@ -41,8 +44,8 @@ pub enum Op {
     Ping,
 }
 
-fn default_format() -> String {
-    "raw".into()
+fn default_format() -> Format {
+    Format::Raw
 }
 
 fn default_min_valid() -> u64 {
@@ -63,6 +66,9 @@ pub struct Reply {
     /// The credential (for `token`), with no trailing newline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
+    /// When the credential's token expires (Unix seconds); none for an app password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
     /// Structured answers (`status` rows, `ping`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<serde_json::Value>,
@@ -76,11 +82,12 @@ pub struct Reply {
 }
 
 impl Reply {
-    pub fn credential(c: String) -> Reply {
+    pub fn credential(c: String, expires_at: Option<u64>) -> Reply {
         Reply {
             v: VERSION,
             ok: true,
             credential: Some(c),
+            expires_at,
             ..Default::default()
         }
     }
@@ -172,7 +179,7 @@ mod tests {
             r.op,
             Op::Token {
                 account: "alice".into(),
-                format: "raw".into(),
+                format: Format::Raw,
                 min_valid: 300,
                 for_proto: None,
                 wait_ms: 0
@@ -181,6 +188,30 @@ mod tests {
         let line = encode(&r);
         assert_eq!(*line.last().unwrap(), b'\n');
         assert_eq!(parse_request(&line[..line.len() - 1]).unwrap(), r);
+    }
+
+    #[test]
+    fn formats_and_protocols_are_parsed_as_the_command_line_parses_them() {
+        let r = parse_request(
+            br#"{"v":1,"op":"token","account":"a","format":"oauthbearer","for":"smtp"}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            r.op,
+            Op::Token {
+                format: Format::Oauthbearer,
+                for_proto: Some(Proto::Smtp),
+                ..
+            }
+        ));
+        for bad in [
+            &br#"{"v":1,"op":"token","account":"a","format":"XOAUTH2"}"#[..],
+            br#"{"v":1,"op":"token","account":"a","format":"plain"}"#,
+            br#"{"v":1,"op":"token","account":"a","for":"Imap"}"#,
+        ] {
+            let e = parse_request(bad).unwrap_err();
+            assert!(e.message.contains("unknown"), "{e}");
+        }
     }
 
     #[test]
@@ -222,7 +253,7 @@ mod tests {
 
     #[test]
     fn a_credential_reply_is_one_line() {
-        let line = encode(&Reply::credential("tok".into()));
+        let line = encode(&Reply::credential("tok".into(), None));
         assert_eq!(line, b"{\"v\":1,\"ok\":true,\"credential\":\"tok\"}\n");
     }
 }

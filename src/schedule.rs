@@ -1,5 +1,6 @@
-//! When the daemon refreshes an account: pure decisions on wall-clock seconds, kept apart
-//! from timers and I/O so they can be tested exhaustively.
+//! When an account's token is refreshed ahead of expiry, and how retries after a
+//! transient failure are spaced: pure decisions on wall-clock seconds, kept apart from
+//! timers and I/O so they can be tested exhaustively (`state.rs` applies them).
 
 use crate::record::{TokenRecord, required_validity};
 use std::time::Duration;

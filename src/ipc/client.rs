@@ -1,6 +1,6 @@
 //! The client side of the daemon socket, on the hot path of every `mailtoken token`:
 //! std only (no config parse, no async runtime, no TLS), one connect, one line out, one
-//! line in. When no daemon answers, the caller falls back to the in-process Broker.
+//! line in. When no daemon answers, the credential service does the work in-process.
 
 use super::protocol::{Reply, Request, encode};
 use crate::error::{Error, Result};
@@ -68,4 +68,16 @@ pub fn ask(req: &Request, wait: Duration) -> Result<Option<Reply>> {
     serde_json::from_slice(&line)
         .map(Some)
         .map_err(|e| Error::software(format!("the daemon's reply is not valid: {e}")))
+}
+
+/// Tells a running daemon about a change made in this process (a login, a logout, a
+/// refresh after a server refused a token); without a daemon there is nobody to tell.
+pub fn tell(op: super::protocol::Op) {
+    let _ = ask(
+        &Request {
+            v: super::protocol::VERSION,
+            op,
+        },
+        Duration::ZERO,
+    );
 }

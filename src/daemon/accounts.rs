@@ -1,0 +1,337 @@
+//! The daemon's memory: one slot per account, holding the account's state machine
+//! (`state.rs`), and the work done on it: answering a token request from memory,
+//! loading from the store, one refresh at a time, retrying a save the store refused.
+//!
+//! Locking discipline: `Slot::state` (a std mutex) is held only to read or change the
+//! state, never across an await or I/O. Only one refresh per account runs: it starts
+//! by moving the state to `Refreshing` under that mutex, so a second caller sees it and
+//! waits; the Broker's file lock extends that to other processes. `Slot::changed` is
+//! bumped after every change, waking the account's refresher and the requests that
+//! `--wait`.
+
+use crate::broker::{Broker, Served};
+use crate::config::Account;
+use crate::credential::Source;
+use crate::error::{Error, Result};
+use crate::record::{self, DEFAULT_MIN_VALID, FailureKind};
+use crate::secret::Secret;
+use crate::state::{AccountState, Decision, Effect, RefreshError};
+use crate::status::Row;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub struct Daemon {
+    broker: RwLock<Arc<Broker>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    /// The daemon's own uid: the only one its socket serves.
+    pub uid: u32,
+}
+
+pub struct Slot {
+    pub name: String,
+    pub state: Mutex<AccountState>,
+    /// The longest `--min-valid` any request asked for: refresh before falling under it.
+    longest_min_valid: Mutex<Duration>,
+    tickets: AtomicU64,
+    pub changed: watch::Sender<u64>,
+    pub refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep serving.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Slot {
+    fn new(name: &str) -> Slot {
+        Slot {
+            name: name.to_owned(),
+            state: Mutex::new(AccountState::Unloaded),
+            longest_min_valid: Mutex::new(DEFAULT_MIN_VALID),
+            tickets: AtomicU64::new(0),
+            changed: watch::channel(0).0,
+            refresher: Mutex::new(None),
+        }
+    }
+
+    pub fn bump(&self) {
+        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    pub fn longest_min_valid(&self) -> Duration {
+        *lock(&self.longest_min_valid)
+    }
+
+    /// Drops what the daemon remembers of the account, so the store is read again.
+    pub fn forget(&self) {
+        *lock(&self.state) = AccountState::Unloaded;
+        self.bump();
+    }
+}
+
+impl Daemon {
+    pub fn new(broker: Broker) -> Daemon {
+        Daemon {
+            broker: RwLock::new(Arc::new(broker)),
+            slots: Mutex::new(HashMap::new()),
+            // SAFETY: geteuid has no preconditions.
+            uid: unsafe { libc::geteuid() },
+        }
+    }
+
+    pub fn broker(&self) -> Arc<Broker> {
+        self.broker
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn set_broker(&self, b: Arc<Broker>) {
+        *self.broker.write().unwrap_or_else(|e| e.into_inner()) = b;
+    }
+
+    /// The slot of a configured account.
+    pub fn slot(&self, name: &str) -> Result<Arc<Slot>> {
+        if let Some(s) = lock(&self.slots).get(name) {
+            return Ok(s.clone());
+        }
+        // Not configured: the config's own error lists the accounts there are.
+        self.broker().account(name)?;
+        Err(Error::software(format!("no slot for account {name}")))
+    }
+
+    /// Adds a slot for `name`; `None` when it has one already. The caller starts its
+    /// refresher.
+    pub fn add_slot(&self, name: &str) -> Option<Arc<Slot>> {
+        let mut slots = lock(&self.slots);
+        if slots.contains_key(name) {
+            return None;
+        }
+        let slot = Arc::new(Slot::new(name));
+        slots.insert(name.to_owned(), slot.clone());
+        Some(slot)
+    }
+
+    /// Keeps the slots for which `keep` says so; the others' refreshers are stopped.
+    pub fn retain_slots(&self, mut keep: impl FnMut(&str, &Slot) -> bool) {
+        lock(&self.slots).retain(|name, slot| {
+            let kept = keep(name, slot);
+            if !kept && let Some(t) = lock(&slot.refresher).take() {
+                t.abort();
+            }
+            kept
+        });
+    }
+
+    /// A record whose access token is good for `min_valid`, from memory when it can be;
+    /// waits up to `wait` for a refresh in flight, a pending login or a backoff's end.
+    pub async fn fresh_record(
+        self: &Arc<Self>,
+        account: &Account,
+        min_valid: Duration,
+        wait: Duration,
+    ) -> Result<Served> {
+        let slot = self.slot(&account.name)?;
+        {
+            let mut longest = lock(&slot.longest_min_valid);
+            if min_valid > *longest {
+                *longest = min_valid;
+                drop(longest);
+                // The refresher recomputes when the refresh is due.
+                slot.bump();
+            }
+        }
+        let deadline = Instant::now() + wait;
+        let mut changes = slot.changed.subscribe();
+        loop {
+            changes.borrow_and_update();
+            let now = record::now();
+            let decision = lock(&slot.state).decide(now, min_valid, &account.name);
+            match decision {
+                Decision::Serve(record) => {
+                    return Ok(Served {
+                        record,
+                        warning: None,
+                    });
+                }
+                Decision::Load => self.load(&slot, account).await?,
+                Decision::Refresh => self.refresh(&slot, account).await,
+                Decision::AwaitRefresh => {
+                    let _ = changes.changed().await;
+                }
+                Decision::Blocked { error, until } => {
+                    if Instant::now() >= deadline {
+                        return Err(error);
+                    }
+                    let wake = until
+                        .map(|u| Instant::now() + Duration::from_secs(u.saturating_sub(now)))
+                        .map_or(deadline, |w| w.min(deadline));
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        _ = tokio::time::sleep_until(wake.into()) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the account's record from the store, unless the state has it already.
+    pub async fn load(&self, slot: &Slot, account: &Account) -> Result<()> {
+        if !lock(&slot.state).needs_load() {
+            return Ok(());
+        }
+        let (b, a) = (self.broker(), account.clone());
+        let rec = blocking(move || b.load(&a)).await?;
+        lock(&slot.state).loaded(rec);
+        slot.bump();
+        Ok(())
+    }
+
+    /// One refresh through the Broker (store, file lock, token endpoint), unless the
+    /// state allows none now (another one is in flight).
+    pub async fn refresh(&self, slot: &Slot, account: &Account) {
+        let ticket = slot.tickets.fetch_add(1, Ordering::Relaxed) + 1;
+        let Some(seen) = lock(&slot.state).begin_refresh(ticket) else {
+            return;
+        };
+        slot.bump();
+        // If this future is dropped before the outcome arrives (the refresher aborted
+        // by a reload), the state must not stay `Refreshing`.
+        let mut guard = Unfinished {
+            slot,
+            ticket,
+            armed: true,
+        };
+        let (b, a) = (self.broker(), account.clone());
+        let outcome = blocking(move || Ok(b.refresh_unless_replaced(&a, seen.as_ref())))
+            .await
+            .unwrap_or_else(|e| Err(RefreshError::Failed(FailureKind::Temporary, e)));
+        guard.armed = false;
+        if let Ok(r) = &outcome
+            && let Some(w) = &r.unsaved
+        {
+            eprintln!("mailtoken: {}: {w}", account.name);
+        }
+        let reason = outcome.as_ref().err().map(|e| e.error().message.clone());
+        let effect = lock(&slot.state).finish_refresh(ticket, outcome, record::now(), jitter());
+        slot.bump();
+        if effect == Effect::NotifyNeedsLogin {
+            let (b, a) = (self.broker(), account.clone());
+            let reason = reason.unwrap_or_default();
+            tokio::task::spawn_blocking(move || super::notify::needs_login(&b.config, &a, &reason));
+        }
+    }
+
+    /// Saves tokens the store refused before.
+    pub async fn save(&self, slot: &Slot, account: &Account) {
+        let Some(rec) = lock(&slot.state).record().cloned() else {
+            return;
+        };
+        let obtained_at = rec.obtained_at;
+        let (b, a) = (self.broker(), account.clone());
+        let result = blocking(move || b.persist(&a, &rec)).await;
+        {
+            let mut st = lock(&slot.state);
+            match result {
+                Ok(()) => {
+                    st.saved(obtained_at);
+                    eprintln!(
+                        "mailtoken: {}: the store took the tokens again",
+                        account.name
+                    );
+                }
+                Err(e) => st.save_failed(obtained_at, e, record::now(), jitter()),
+            }
+        }
+        slot.bump();
+    }
+
+    /// The rows of `mailtoken status`, from memory.
+    pub async fn status(self: &Arc<Self>, account: Option<&str>) -> Result<Vec<Row>> {
+        let broker = self.broker();
+        let accounts: Vec<Account> = match account {
+            Some(a) => vec![broker.account(a)?.clone()],
+            None => broker.config.accounts.values().cloned().collect(),
+        };
+        let store = broker.store().describe();
+        let mut rows = Vec::new();
+        for a in &accounts {
+            let mut row = if a.uses_app_password() {
+                let a = a.clone();
+                blocking(move || Ok(Row::password(&a))).await?
+            } else {
+                let slot = self.slot(&a.name)?;
+                match self.load(&slot, a).await {
+                    Ok(()) => Row::oauth(a, &lock(&slot.state), record::now(), &store, None),
+                    Err(e) => Row::unreadable(a, &e, &store),
+                }
+            };
+            row.daemon = true;
+            rows.push(row);
+        }
+        Ok(rows)
+    }
+}
+
+/// Ends a refresh whose future was dropped before its outcome, as a temporary failure.
+struct Unfinished<'a> {
+    slot: &'a Slot,
+    ticket: u64,
+    armed: bool,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let e = Error::temp("the refresh was interrupted");
+            lock(&self.slot.state).finish_refresh(
+                self.ticket,
+                Err(RefreshError::Failed(FailureKind::Temporary, e)),
+                record::now(),
+                jitter(),
+            );
+            self.slot.bump();
+        }
+    }
+}
+
+/// The daemon as the credential service's source: app passwords from the keyring on
+/// every request (never kept in memory), tokens from the slots.
+pub struct FromMemory<'a>(pub &'a Arc<Daemon>);
+
+impl Source for FromMemory<'_> {
+    async fn password(&self, account: &Account) -> Result<Secret> {
+        let a = account.clone();
+        blocking(move || crate::password::lookup(&a)).await
+    }
+
+    async fn token(
+        &self,
+        account: &Account,
+        min_valid: Duration,
+        wait: Duration,
+    ) -> Result<Served> {
+        self.0.fresh_record(account, min_valid, wait).await
+    }
+}
+
+/// Spreads the retries of many accounts and many users: a number in [0, 1).
+pub fn jitter() -> f64 {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    f64::from(n % 1_000_000) / 1_000_000.0
+}
+
+/// Runs blocking work (keyring D-Bus calls, file locks, the token request's own runtime)
+/// off the daemon's event loop.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::software(format!("worker failed: {e}")))?
+}

@@ -1,0 +1,119 @@
+//! One client connection: its peer checked, then request lines read (bounded in size
+//! and time), each answered with exactly one reply line.
+
+use super::accounts::{Daemon, FromMemory, lock};
+use crate::credential::{self, Request};
+use crate::error::{Error, Result};
+use crate::ipc::protocol::{MAX_REQUEST, Op, Reply, encode, parse_request};
+use crate::record;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+/// A request line must arrive whole within this time; an idle connection is closed.
+const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
+    let peer_ok = stream.peer_cred().is_ok_and(|c| c.uid() == daemon.uid);
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    if !peer_ok {
+        // Take the request off the wire first, so the refusal is its reply rather than
+        // a reset the client would see as a broken pipe; then hang up.
+        let mut line = zeroize::Zeroizing::new(Vec::new());
+        let _ = tokio::time::timeout(READ_TIMEOUT, read_line(&mut reader, &mut line)).await;
+        let e = Error::noperm("permission denied: this daemon serves only its own user");
+        let _ = write.write_all(&encode(&Reply::error(&e))).await;
+        return;
+    }
+    loop {
+        let mut line = zeroize::Zeroizing::new(Vec::new());
+        let read = tokio::time::timeout(READ_TIMEOUT, read_line(&mut reader, &mut line)).await;
+        let (reply, close) = match read {
+            Err(_) if line.is_empty() => return,
+            Err(_) => (
+                Reply::error(&Error::usage(format!(
+                    "incomplete request: no end of line within {}s",
+                    READ_TIMEOUT.as_secs()
+                ))),
+                true,
+            ),
+            Ok(Err(e)) => (Reply::error(&e), true),
+            Ok(Ok(false)) if line.is_empty() => return,
+            Ok(Ok(whole)) => {
+                let reply = match parse_request(&line) {
+                    Ok(req) => dispatch(&daemon, req.op).await,
+                    Err(e) => Reply::error(&e),
+                };
+                (reply, !whole)
+            }
+        };
+        if write.write_all(&encode(&reply)).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+async fn dispatch(daemon: &Arc<Daemon>, op: Op) -> Reply {
+    let result = match op {
+        Op::Token { .. } => token(daemon, op).await,
+        Op::Status { account } => daemon
+            .status(account.as_deref())
+            .await
+            .and_then(|rows| serde_json::to_value(rows).map_err(|e| Error::software(e.to_string())))
+            .map(Reply::data),
+        Op::LoginStarted { account } => daemon.slot(&account).map(|slot| {
+            lock(&slot.state).login_started(record::now());
+            slot.bump();
+            Reply::ok()
+        }),
+        Op::Reload { account } => daemon.slot(&account).map(|slot| {
+            slot.forget();
+            Reply::ok()
+        }),
+        Op::Ping => Ok(Reply::data(
+            serde_json::json!({ "pid": std::process::id() }),
+        )),
+    };
+    result.unwrap_or_else(|e| Reply::error(&e))
+}
+
+async fn token(daemon: &Arc<Daemon>, op: Op) -> Result<Reply> {
+    let req = Request::from_op(op).expect("a token request");
+    let account = daemon.broker().account(&req.account)?.clone();
+    let c = credential::answer(&FromMemory(daemon), &account, &req).await?;
+    Ok(Reply::credential(c.secret.to_string(), c.expires_at))
+}
+
+/// Reads one line (without its newline) of at most [`MAX_REQUEST`] bytes. `Ok(true)`:
+/// a full line; `Ok(false)`: end of stream (with whatever came before it).
+async fn read_line(
+    reader: &mut BufReader<tokio::net::unix::OwnedReadHalf>,
+    line: &mut Vec<u8>,
+) -> Result<bool> {
+    loop {
+        let buf = reader
+            .fill_buf()
+            .await
+            .map_err(|e| Error::io(format!("reading the request: {e}")))?;
+        if buf.is_empty() {
+            return Ok(false);
+        }
+        let (chunk, found) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        if line.len() + chunk.len() > MAX_REQUEST {
+            return Err(Error::usage(format!(
+                "request longer than {MAX_REQUEST} bytes"
+            )));
+        }
+        line.extend_from_slice(chunk);
+        let used = chunk.len() + usize::from(found);
+        reader.consume(used);
+        if found {
+            return Ok(true);
+        }
+    }
+}
