@@ -7,7 +7,12 @@
 //! does; both dialogues are in the report. An app-password account signs in with
 //! PLAIN or LOGIN and the password from the keyring, and is not retried.
 
+mod imap;
+mod pop;
+mod sasl;
 pub mod session;
+mod smtp;
+mod transport;
 pub mod wire;
 
 use crate::broker::Broker;
@@ -17,7 +22,7 @@ use crate::error::{Error, ExitCode, Result};
 use crate::record::{DEFAULT_MIN_VALID, TokenRecord};
 use crate::server::{Proto, Tls, default_port};
 use serde::Serialize;
-use session::{Attempt, Credential, Outcome, Target, proto_name};
+use session::{Attempt, Credential, Outcome, Target};
 use std::fmt::Write as _;
 use std::time::Duration;
 pub use wire::Mechanism;
@@ -238,12 +243,12 @@ fn targets(account: &Account, opts: &Options) -> Result<Vec<Target>> {
                 return Err(Error::config(format!(
                     "account {} has no {} server",
                     account.name,
-                    proto_name(proto)
+                    proto.title()
                 ))
                 .with_remedy(format!(
                     "Add one to [accounts.{}], e.g. {} = {{ host = \"mail.example.org\" }}, or check a one-off server with --host.",
                     account.name,
-                    config_key(proto)
+                    proto.name()
                 )));
             }
             None => {}
@@ -260,21 +265,6 @@ fn targets(account: &Account, opts: &Options) -> Result<Vec<Target>> {
         )));
     }
     Ok(out)
-}
-
-fn config_key(p: Proto) -> &'static str {
-    match p {
-        Proto::Imap => "imap",
-        Proto::Pop => "pop",
-        Proto::Smtp => "smtp",
-    }
-}
-
-fn tls_name(t: Tls) -> &'static str {
-    match t {
-        Tls::Implicit => "implicit",
-        Tls::Starttls => "starttls",
-    }
 }
 
 impl Check {
@@ -309,10 +299,10 @@ impl Check {
             account,
         );
         Check {
-            protocol: proto_name(target.proto),
+            protocol: target.proto.title(),
             host: target.host.clone(),
             port: target.port,
-            tls: tls_name(target.tls),
+            tls: target.tls.name(),
             tls_version: last.tls_version,
             offered: last.offered,
             mechanism: last.mechanism,
@@ -337,8 +327,8 @@ fn diagnose(
     account: &Account,
 ) -> (String, Option<String>, Option<ExitCode>) {
     let name = &account.name;
-    let p = proto_name(target.proto);
-    let key = config_key(target.proto);
+    let p = target.proto.title();
+    let key = target.proto.name();
     let (host, port) = (&target.host, target.port);
     // Where the user fixes a setting: the account's server table, or the command line
     // for a one-off --host.
@@ -730,15 +720,5 @@ mod tests {
             "[AUTHENTICATIONFAILED] Authentication failed."
         ));
         assert!(!temporary_refusal("[AUTH] Authentication failed."));
-    }
-
-    #[test]
-    fn ports_and_modes() {
-        assert_eq!(Tls::for_port(465), Tls::Implicit);
-        assert_eq!(Tls::for_port(587), Tls::Starttls);
-        assert_eq!(Tls::for_port(993), Tls::Implicit);
-        assert_eq!(Tls::for_port(143), Tls::Starttls);
-        assert_eq!(default_port(Proto::Pop, Tls::Implicit), 995);
-        assert_eq!(default_port(Proto::Smtp, Tls::Starttls), 587);
     }
 }
