@@ -7,7 +7,13 @@
 //! does; both dialogues are in the report. An app-password account signs in with
 //! PLAIN or LOGIN and the password from the keyring, and is not retried.
 
+mod diagnosis;
+mod imap;
+mod pop;
+mod sasl;
 pub mod session;
+mod smtp;
+mod transport;
 pub mod wire;
 
 use crate::config::{Account, Config};
@@ -15,8 +21,9 @@ use crate::credential::{self, Request};
 use crate::error::{Error, ExitCode, Result};
 use crate::secret::Secret;
 use crate::server::{Proto, Tls, default_port};
+use diagnosis::diagnose;
 use serde::Serialize;
-use session::{Attempt, Credential, Outcome, Target, proto_name};
+use session::{Attempt, Credential, Outcome, Target};
 use std::fmt::Write as _;
 use std::time::Duration;
 pub use wire::Mechanism;
@@ -214,12 +221,12 @@ fn targets(account: &Account, opts: &Options) -> Result<Vec<Target>> {
                 return Err(Error::config(format!(
                     "account {} has no {} server",
                     account.name,
-                    proto_name(proto)
+                    proto.title()
                 ))
                 .with_remedy(format!(
                     "Add one to [accounts.{}], e.g. {} = {{ host = \"mail.example.org\" }}, or check a one-off server with --host.",
                     account.name,
-                    config_key(proto)
+                    proto.name()
                 )));
             }
             None => {}
@@ -236,21 +243,6 @@ fn targets(account: &Account, opts: &Options) -> Result<Vec<Target>> {
         )));
     }
     Ok(out)
-}
-
-fn config_key(p: Proto) -> &'static str {
-    match p {
-        Proto::Imap => "imap",
-        Proto::Pop => "pop",
-        Proto::Smtp => "smtp",
-    }
-}
-
-fn tls_name(t: Tls) -> &'static str {
-    match t {
-        Tls::Implicit => "implicit",
-        Tls::Starttls => "starttls",
-    }
 }
 
 impl Check {
@@ -285,10 +277,10 @@ impl Check {
             account,
         );
         Check {
-            protocol: proto_name(target.proto),
+            protocol: target.proto.title(),
             host: target.host.clone(),
             port: target.port,
-            tls: tls_name(target.tls),
+            tls: target.tls.name(),
             tls_version: last.tls_version,
             offered: last.offered,
             mechanism: last.mechanism,
@@ -301,256 +293,6 @@ impl Check {
             code,
         }
     }
-}
-
-/// What is wrong, what to do, and the exit code it calls for (`None`: all well).
-/// The table in provider-facts.md ("Troubleshooting advice"), in code.
-fn diagnose(
-    target: &Target,
-    outcome: &Outcome,
-    refreshed: bool,
-    refresh_error: Option<&Error>,
-    account: &Account,
-) -> (String, Option<String>, Option<ExitCode>) {
-    let name = &account.name;
-    let p = proto_name(target.proto);
-    let key = config_key(target.proto);
-    let (host, port) = (&target.host, target.port);
-    // Where the user fixes a setting: the account's server table, or the command line
-    // for a one-off --host.
-    let setting = |what: &str| {
-        if account
-            .server(target.proto)
-            .is_some_and(|s| s.host == *host)
-        {
-            format!("{what} in [accounts.{name}.{key}]")
-        } else {
-            format!("{what} on the command line")
-        }
-    };
-    let gmail =
-        account.provider.is_some_and(|p| p.name == "google") || host.ends_with(".gmail.com");
-    let scopes: &[String] = account.oauth().map_or(&[], |o| &o.scopes);
-    let app_password = account.uses_app_password();
-    // Where the provider makes app passwords, as a sentence to append.
-    let create_at = account
-        .provider
-        .and_then(|p| p.app_passwords)
-        .map(|w| format!(" Create one at {w}."))
-        .unwrap_or_default();
-    match outcome {
-        Outcome::Accepted { .. } if app_password => {
-            (format!("{p} accepted the app password"), None, None)
-        }
-        Outcome::Accepted { .. } => (
-            if refreshed {
-                format!("{p} accepted a fresh token (the first one was rejected although it had not expired by our clock)")
-            } else {
-                format!("{p} accepted the token")
-            },
-            None,
-            None,
-        ),
-        Outcome::Rejected { reply, challenge } => {
-            if let Some(e) = refresh_error {
-                let remedy = if e.code == ExitCode::NoPerm {
-                    e.remedy
-                        .clone()
-                        .or_else(|| Some(format!("Log in again: mailtoken login {name}")))
-                } else {
-                    e.remedy.clone()
-                };
-                return (
-                    format!(
-                        "{p} rejected the token, and getting a fresh one failed: {}",
-                        e.message
-                    ),
-                    remedy,
-                    Some(ExitCode::NoPerm),
-                );
-            }
-            let words = reply.to_ascii_lowercase();
-            if temporary_refusal(reply) {
-                return (
-                    format!("{p} could not check the credential just now: {reply}"),
-                    Some("A temporary failure at the server (its token check or password database did not answer): try again later.".into()),
-                    Some(ExitCode::TempFail),
-                );
-            }
-            if words.contains("application-specific password") {
-                return (
-                    format!("{p} wants an app password: {reply}"),
-                    Some(if app_password {
-                        format!(
-                            "2-Step Verification is on for this account, and the stored password is not an app password (the account password is refused).{create_at} Store it with `mailtoken set-password {name}`."
-                        )
-                    } else {
-                        "2-Step Verification is on for this account: create an app password and store it, or use OAuth.".into()
-                    }),
-                    Some(ExitCode::NoPerm),
-                );
-            }
-            // Gmail's 535 5.7.8 (BadCredentials) for PLAIN/LOGIN.
-            if words.contains("username and password not accepted") {
-                return (
-                    format!("{p} did not accept the user name and password: {reply}"),
-                    Some(format!(
-                        "Check that user = \"{}\" is the full address and that the stored password is a current app password: an app password dies when it is revoked or the account password changes, and the account password itself is refused when 2-Step Verification is on or password sign-in is blocked.{create_at} Store a new one with `mailtoken set-password {name}`, or use OAuth.",
-                        account.user
-                    )),
-                    Some(ExitCode::NoPerm),
-                );
-            }
-            if words.contains("not enabled for imap") || words.contains("imap access is disabled") {
-                return (
-                    format!("IMAP is disabled for this account: {reply}"),
-                    Some("Enable IMAP in the mailbox's settings (Gmail: Settings > Forwarding and POP/IMAP).".into()),
-                    Some(ExitCode::NoPerm),
-                );
-            }
-            if words.contains("web login required") || words.contains("log in via your web browser") {
-                return (
-                    format!("{p} wants a sign-in in a browser first: {reply}"),
-                    Some("Sign in to the account once in a browser, then try again.".into()),
-                    Some(ExitCode::NoPerm),
-                );
-            }
-            match challenge {
-                Some(c) if c.token_rejected() => {
-                    let scope_hint = match &c.scope {
-                        Some(s) if !s.split_whitespace().all(|s| scopes.iter().any(|a| a == s)) => format!(
-                            " The server wants the scope \"{s}\", which the account does not ask for (scopes = {scopes:?}): add it and log in again."
-                        ),
-                        _ => String::new(),
-                    };
-                    let imap_pop = if gmail && target.proto != Proto::Smtp {
-                        " Also check that IMAP or POP is enabled in Gmail (Settings > Forwarding and POP/IMAP)."
-                    } else {
-                        ""
-                    };
-                    (
-                        format!(
-                            "{p} rejected {} token (challenge status {}): {reply}",
-                            if refreshed { "a freshly refreshed" } else { "the" },
-                            c.status.as_deref().unwrap_or("?")
-                        ),
-                        Some(format!(
-                            "A token just issued was refused, so refreshing will not help. Most often the token belongs to another \
-                             account than user = \"{}\": log in with that account (mailtoken login {name}), or set user to the \
-                             address you log in with.{scope_hint}{imap_pop}",
-                            account.user
-                        )),
-                        Some(ExitCode::NoPerm),
-                    )
-                }
-                Some(c) => (
-                    format!(
-                        "{p} refused the token (challenge status {}): {reply}",
-                        c.status.as_deref().unwrap_or("?")
-                    ),
-                    Some(format!(
-                        "The token was accepted as genuine but not allowed here; check the account's scopes (scopes = {scopes:?}) and log in again."
-                    )),
-                    Some(ExitCode::NoPerm),
-                ),
-                None if app_password => (
-                    format!("{p} refused the login: {reply}"),
-                    Some(format!(
-                        "The server did not take user = \"{}\" with the stored app password. Check that user is the mailbox's full address; an app password stops working when it is revoked or the account password changes.{create_at} Store a new one with `mailtoken set-password {name}`.",
-                        account.user
-                    )),
-                    Some(ExitCode::NoPerm),
-                ),
-                None => (
-                    format!("{p} refused the login: {reply}"),
-                    Some(format!(
-                        "Check that user = \"{}\" is the mailbox's full address, then log in again (mailtoken login {name}).",
-                        account.user
-                    )),
-                    Some(ExitCode::NoPerm),
-                ),
-            }
-        }
-        Outcome::FollowUpFailed { reply } => (
-            format!("{p} accepted the login, then refused the next command: {reply}"),
-            Some(match target.proto {
-                Proto::Imap | Proto::Pop if gmail => format!(
-                    "Enable {p} in Gmail (Settings > Forwarding and POP/IMAP)."
-                ),
-                _ => format!("The server lets this account in but not to its mailbox: check that {p} access is enabled for it."),
-            }),
-            Some(ExitCode::NoPerm),
-        ),
-        Outcome::NoMechanism { why } if app_password => (
-            format!("{p} at {host}:{port}: no sign-in method in common: {why}"),
-            Some("An app password needs PLAIN or LOGIN. A server that offers only XOAUTH2 or OAUTHBEARER wants OAuth (set auth = \"oauth\" and log in); otherwise the host may be wrong.".into()),
-            Some(ExitCode::Unavailable),
-        ),
-        Outcome::NoMechanism { why } => (
-            format!("{p} at {host}:{port}: no sign-in method in common: {why}"),
-            Some("OAuth needs XOAUTH2 or OAUTHBEARER. If the server only offers PLAIN or LOGIN, it wants a password (an app password), not a token; otherwise the host may be wrong.".into()),
-            Some(ExitCode::Unavailable),
-        ),
-        Outcome::NoStarttls => (
-            format!("{p} at {host}:{port} does not offer STARTTLS, and mailtoken never sends a credential unencrypted"),
-            Some(format!(
-                "If this port is for implicit TLS, set {}; otherwise use the provider's STARTTLS port (IMAP 143, POP3 110, submission 587).",
-                setting("tls = \"implicit\"")
-            )),
-            Some(ExitCode::Config),
-        ),
-        Outcome::WrongTls { port_speaks: Tls::Implicit } => (
-            format!("port {port} of {host} speaks implicit TLS, but the account says STARTTLS"),
-            Some(format!(
-                "Set {} (465, 993 and 995 are implicit TLS), or use the STARTTLS port (587 for submission, 143 for IMAP, 110 for POP3).",
-                setting("tls = \"implicit\"")
-            )),
-            Some(ExitCode::Config),
-        ),
-        Outcome::WrongTls { port_speaks: Tls::Starttls } => (
-            format!("port {port} of {host} answered in plain text: it expects STARTTLS, but the account says implicit TLS"),
-            Some(format!(
-                "Set {} (587, 143 and 110 start plain and switch to TLS), or use the implicit-TLS port (465 for submission, 993 for IMAP, 995 for POP3).",
-                setting("tls = \"starttls\"")
-            )),
-            Some(ExitCode::Config),
-        ),
-        Outcome::Unreachable { why } => (
-            format!("{p}: {why}"),
-            Some(format!(
-                "Check {} and the network (a firewall, a VPN).",
-                setting("the host and port")
-            )),
-            Some(ExitCode::Unavailable),
-        ),
-        Outcome::Certificate { why } => (
-            format!("{p}: {why}"),
-            Some(format!(
-                "If the server uses a private certificate authority, put its certificate in a PEM file and set ca_file = \"/path/to/ca.pem\" in [accounts.{name}]. A certificate for another name means the host name is wrong, or something between you and the server intercepts TLS; do not work around it."
-            )),
-            Some(ExitCode::Unavailable),
-        ),
-        Outcome::Timeout { during } => (
-            format!("{p} at {host}:{port}: no answer while {during}"),
-            Some("The server or a firewall is silent. Check the port; if it is right, try again later or raise --timeout.".into()),
-            Some(ExitCode::TempFail),
-        ),
-        Outcome::Protocol { why } => (
-            format!("{p} at {host}:{port}: {why}"),
-            Some(format!(
-                "Check that {host}:{port} is the {p} server of this provider."
-            )),
-            Some(ExitCode::Unavailable),
-        ),
-    }
-}
-
-/// A refusal that says "not now" rather than "no": SMTP 4xx (`454 4.7.0`), IMAP's
-/// `[UNAVAILABLE]` (RFC 5530), POP3's `[SYS/TEMP]` (RFC 3206).
-fn temporary_refusal(reply: &str) -> bool {
-    reply.starts_with('4') && reply.as_bytes().get(3) == Some(&b' ')
-        || reply.starts_with("[UNAVAILABLE]")
-        || reply.starts_with("[SYS/TEMP]")
 }
 
 /// The report for people.
@@ -687,34 +429,5 @@ mod tests {
             77
         );
         assert_eq!(exit_code(&[check_with(Some(ExitCode::TempFail))]), 75);
-    }
-
-    #[test]
-    fn temporary_refusals() {
-        // Dovecot's answers when its token introspection is unreachable (recorded).
-        assert!(temporary_refusal(
-            "[UNAVAILABLE] Temporary authentication failure. [vm:2026-11-22 05:33:24]"
-        ));
-        assert!(temporary_refusal(
-            "454 4.7.0 Temporary authentication failure. [vm:2026-11-22 05:33:25]"
-        ));
-        assert!(temporary_refusal(
-            "[SYS/TEMP] Temporary authentication failure. [vm:2026-11-22 05:33:25]"
-        ));
-        assert!(!temporary_refusal("535 5.7.8 Authentication failed"));
-        assert!(!temporary_refusal(
-            "[AUTHENTICATIONFAILED] Authentication failed."
-        ));
-        assert!(!temporary_refusal("[AUTH] Authentication failed."));
-    }
-
-    #[test]
-    fn ports_and_modes() {
-        assert_eq!(Tls::for_port(465), Tls::Implicit);
-        assert_eq!(Tls::for_port(587), Tls::Starttls);
-        assert_eq!(Tls::for_port(993), Tls::Implicit);
-        assert_eq!(Tls::for_port(143), Tls::Starttls);
-        assert_eq!(default_port(Proto::Pop, Tls::Implicit), 995);
-        assert_eq!(default_port(Proto::Smtp, Tls::Starttls), 587);
     }
 }

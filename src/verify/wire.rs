@@ -7,10 +7,6 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde::Serialize;
 
-/// The longest line we accept from a server (RFC 5321 allows 512 octets for SMTP replies
-/// and IMAP has no limit; capability lists and challenges stay far below this).
-pub const MAX_LINE: usize = 16 * 1024;
-
 /// A SASL mechanism the verifier can use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "UPPERCASE")]
