@@ -15,9 +15,10 @@ use crate::format::{Format, render_token};
 use crate::ipc::client;
 use crate::ipc::protocol::{self, Op};
 use crate::password;
-use crate::record::DEFAULT_MIN_VALID;
+use crate::record::{DEFAULT_MIN_VALID, FailureKind};
 use crate::secret::Secret;
 use crate::server::Proto;
+use crate::state::RefreshError;
 use std::cell::OnceCell;
 use std::pin::pin;
 use std::sync::Arc;
@@ -186,18 +187,23 @@ pub fn in_process(req: &Request) -> Result<Credential> {
 
 /// After a server refused `rejected` (verify): a new token, unless another process
 /// has stored one meanwhile, and a running daemon reads the store again.
-pub fn renew_rejected(config: &Config, account: &Account, rejected: &Secret) -> Result<Secret> {
-    let broker = Broker::open(config.clone())?;
-    let refreshed = broker
-        .refresh_unless_replaced(account, Some(rejected))
-        .map_err(|e| e.into_error())?;
+pub fn renew_rejected(
+    config: &Config,
+    account: &Account,
+    rejected: &Secret,
+) -> Result<Secret, RefreshError> {
+    let broker =
+        Broker::open(config.clone()).map_err(|e| RefreshError::Failed(FailureKind::Store, e))?;
+    let refreshed = broker.refresh_unless_replaced(account, Some(rejected))?;
     client::tell(Op::Reload {
         account: account.name.clone(),
     });
-    refreshed
-        .record
-        .access_token
-        .ok_or_else(|| Error::software("the refresh gave no access token"))
+    refreshed.record.access_token.ok_or_else(|| {
+        RefreshError::Failed(
+            FailureKind::Temporary,
+            Error::software("the refresh gave no access token"),
+        )
+    })
 }
 
 fn password_format_refused(account: &Account, format: Format) -> Error {

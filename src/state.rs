@@ -200,6 +200,14 @@ impl RefreshError {
             RefreshError::NotLoggedIn(e) | RefreshError::Failed(_, e) => e,
         }
     }
+
+    /// Whether only a login can get a token now.
+    pub fn needs_login(&self) -> bool {
+        match self {
+            RefreshError::NotLoggedIn(_) => true,
+            RefreshError::Failed(kind, _) => kind.needs_login(),
+        }
+    }
 }
 
 pub type RefreshOutcome = Result<Refreshed, RefreshError>;

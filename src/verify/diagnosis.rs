@@ -6,8 +6,9 @@ use super::server_words;
 use super::session::{Outcome, Target};
 use super::wire::Challenge;
 use crate::config::Account;
-use crate::error::{Error, ExitCode};
+use crate::error::ExitCode;
 use crate::server::{Proto, Tls};
+use crate::state::RefreshError;
 
 /// One row of the table.
 struct Case {
@@ -49,14 +50,14 @@ static CASES: &[Case] = &[
     },
     // ---- the credential refused; first, a token that could not be replaced ----
     Case {
-        when: |f| f.rejected() && f.refresh_error.is_some_and(|e| e.remedy.is_some()),
+        when: |f| f.rejected() && f.refresh_error.is_some_and(|e| e.error().remedy.is_some()),
         words: &[],
         diagnosis: "{p} rejected the token, and getting a fresh one failed: {refresh_error}",
         remedy: Some("{refresh_remedy}"),
         code: Some(ExitCode::NoPerm),
     },
     Case {
-        when: |f| f.rejected() && f.refresh_error.is_some_and(|e| e.code == ExitCode::NoPerm),
+        when: |f| f.rejected() && f.refresh_error.is_some_and(RefreshError::needs_login),
         words: &[],
         diagnosis: "{p} rejected the token, and getting a fresh one failed: {refresh_error}",
         remedy: Some("Log in again: mailtoken login {name}"),
@@ -277,7 +278,7 @@ pub(super) fn diagnose(
     target: &Target,
     outcome: &Outcome,
     refreshed: bool,
-    refresh_error: Option<&Error>,
+    refresh_error: Option<&RefreshError>,
     account: &Account,
 ) -> (String, Option<String>, Option<ExitCode>) {
     let f = Facts {
@@ -313,7 +314,7 @@ struct Facts<'a> {
     /// The check's attempt is a second one, with a refreshed token.
     refreshed: bool,
     /// Why getting a fresh token after the first rejection failed.
-    refresh_error: Option<&'a Error>,
+    refresh_error: Option<&'a RefreshError>,
     account: &'a Account,
     app_password: bool,
     /// The server's reply, lower-cased, for `Case::words`.
@@ -419,11 +420,11 @@ impl Facts<'_> {
             .to_owned(),
             "refresh_error" => self
                 .refresh_error
-                .map(|e| e.message.clone())
+                .map(|e| e.error().message.clone())
                 .unwrap_or_default(),
             "refresh_remedy" => self
                 .refresh_error
-                .and_then(|e| e.remedy.clone())
+                .and_then(|e| e.error().remedy.clone())
                 .unwrap_or_default(),
             _ => return None,
         })
@@ -468,6 +469,8 @@ fn temporary_refusal(reply: &str) -> bool {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::error::Error;
+    use crate::record::FailureKind;
     use crate::verify::wire::{decode_challenge, smtp_line};
 
     fn account(toml: &str) -> Account {
@@ -590,7 +593,10 @@ mod tests {
     #[test]
     fn every_placeholder_is_known() {
         let (a, o) = (own_server(), rejected("no", dovecot_challenge()));
-        let e = Error::noperm("refresh failed").with_remedy("Do this.");
+        let e = RefreshError::Failed(
+            FailureKind::Rejected,
+            Error::noperm("refresh failed").with_remedy("Do this."),
+        );
         let f = Facts {
             target: &target(&a, Proto::Imap),
             outcome: &o,
@@ -816,22 +822,27 @@ mod tests {
             dovecot_challenge(),
         );
         let grant = Error::noperm("invalid_grant: Token has been expired or revoked.");
-        let (d, r, code) = diagnose(&t, &o, false, Some(&grant), &a);
+        let rejected_grant = RefreshError::Failed(FailureKind::Rejected, grant.clone());
+        let (d, r, code) = diagnose(&t, &o, false, Some(&rejected_grant), &a);
         assert_eq!(
             d,
             "IMAP rejected the token, and getting a fresh one failed: invalid_grant: Token has been expired or revoked."
         );
         assert_eq!(r.as_deref(), Some("Log in again: mailtoken login o"));
         assert_eq!(code, Some(ExitCode::NoPerm));
-        let with_remedy = grant
-            .clone()
-            .with_remedy("Publish the OAuth app, then log in again.");
+        let with_remedy = RefreshError::Failed(
+            FailureKind::Rejected,
+            grant.with_remedy("Publish the OAuth app, then log in again."),
+        );
         let r = diagnose(&t, &o, false, Some(&with_remedy), &a).1;
         assert_eq!(
             r.as_deref(),
             Some("Publish the OAuth app, then log in again.")
         );
-        let offline = Error::temp("the token endpoint did not answer");
+        let offline = RefreshError::Failed(
+            FailureKind::Temporary,
+            Error::temp("the token endpoint did not answer"),
+        );
         let (_, r, code) = diagnose(&t, &o, false, Some(&offline), &a);
         assert_eq!((r, code), (None, Some(ExitCode::NoPerm)));
     }

@@ -9,6 +9,7 @@
 
 mod diagnosis;
 mod imap;
+mod outcome;
 mod pop;
 mod sasl;
 pub mod session;
@@ -21,6 +22,7 @@ use crate::credential::{self, Request};
 use crate::error::{Error, ExitCode, Result};
 use crate::secret::Secret;
 use crate::server::{Proto, Tls, default_port};
+use crate::state::RefreshError;
 use diagnosis::diagnose;
 use serde::Serialize;
 use session::{Attempt, Credential, Outcome, Target};
@@ -164,7 +166,7 @@ enum Retry {
     /// attempt is the second.
     Refreshed(Attempt),
     /// Getting a fresh token failed; the check's attempt is the only one.
-    RefreshFailed(Error),
+    RefreshFailed(RefreshError),
 }
 
 /// 77 when a server refused the credential, 78 when the account's settings are wrong
@@ -266,7 +268,7 @@ impl Check {
         if let Some(e) = &refresh_error {
             transcript.push(format!(
                 "-- the token was rejected; getting a fresh one failed: {}",
-                e.message
+                e.error().message
             ));
         }
         let (diagnosis, remedy, code) = diagnose(
@@ -286,7 +288,7 @@ impl Check {
             mechanism: last.mechanism,
             outcome: last.outcome,
             refreshed,
-            refresh_error: refresh_error.map(|e| e.message),
+            refresh_error: refresh_error.map(|e| e.into_error().message),
             diagnosis,
             remedy,
             transcript,

@@ -2,21 +2,14 @@
 //! one SASL exchange, one harmless follow-up, a clean goodbye, all recorded with the
 //! credential hidden. The steps live in `transport`, `sasl`, `imap`, `pop` and `smtp`.
 
+pub(super) use super::outcome::Step;
+pub use super::outcome::{Outcome, Target};
 use super::transport::Connection;
-use super::wire::{Challenge, Mechanism, smtp_line};
-use crate::server::{Proto, Tls};
+use super::wire::{Mechanism, smtp_line};
+use crate::server::Proto;
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The server to check.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub proto: Proto,
-    pub host: String,
-    pub port: u16,
-    pub tls: Tls,
-}
 
 /// The credential to present.
 pub enum Credential<'a> {
@@ -38,48 +31,6 @@ impl Credential<'_> {
             Credential::Password { .. } => &[Mechanism::Plain, Mechanism::Login],
         }
     }
-}
-
-/// How one connection ended.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Outcome {
-    /// Authenticated, and the follow-up command was answered.
-    Accepted {
-        reply: String,
-    },
-    /// The server refused the credential.
-    Rejected {
-        reply: String,
-        challenge: Option<Challenge>,
-    },
-    /// Authenticated, then the follow-up command failed.
-    FollowUpFailed {
-        reply: String,
-    },
-    /// No mechanism both sides know.
-    NoMechanism {
-        why: String,
-    },
-    /// The account says STARTTLS, the server does not offer it.
-    NoStarttls,
-    /// The port speaks the other TLS mode than the one configured.
-    WrongTls {
-        port_speaks: Tls,
-    },
-    Unreachable {
-        why: String,
-    },
-    Certificate {
-        why: String,
-    },
-    Timeout {
-        during: String,
-    },
-    /// The server said something the protocol does not allow here.
-    Protocol {
-        why: String,
-    },
 }
 
 /// What one connection showed.
@@ -122,9 +73,6 @@ pub async fn check(
         transcript: s.conn.transcript,
     }
 }
-
-/// A step of a dialogue: on to the next, or the outcome that ends it early.
-pub(super) type Step<T> = Result<T, Outcome>;
 
 /// What one dialogue works with; its methods are in `sasl` and the protocol files.
 pub(super) struct Session<'a> {

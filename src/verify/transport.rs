@@ -2,7 +2,7 @@
 //! on the same socket, and lines both ways, each step under the timeout and each line read
 //! bounded in length. It writes the transcript; it knows nothing of SASL or the protocols.
 
-use super::session::{Outcome, Step, Target};
+use super::outcome::{Outcome, Step, Target};
 use crate::server::Tls;
 use std::io;
 use std::net::SocketAddr;
