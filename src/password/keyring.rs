@@ -5,7 +5,7 @@
 //! = `smtp`, `user`. msmtp 1.8.23 (Debian 12, built with libsecret) sends exactly these
 //! three in its SearchItems call, with no `xdg:schema`, so it finds such an item
 //! whatever else the item carries (watched on the bus with dbus-monitor; and
-//! tests/app_password.rs has the real msmtp send with no password in its config). Our
+//! tests/integration/app_password.rs has the real msmtp send with no password in its config). Our
 //! own lookup searches the same three attributes, so a password stored the way msmtp's
 //! manual says (`secret-tool store --label=msmtp host H service smtp user U`) is found
 //! too.

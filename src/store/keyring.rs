@@ -9,7 +9,7 @@ use super::{TokenStore, json_error};
 use crate::error::{Error, Result};
 use crate::record::TokenRecord;
 use keyring_core::{CredentialStore, Entry, Error as KError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 const SERVICE: &str = "mailtoken";
@@ -19,7 +19,9 @@ const SERVICE: &str = "mailtoken";
 const PROBE_USER: &str = "mailtoken probe (never stored)";
 
 pub struct KeyringStore {
-    store: Arc<CredentialStore>,
+    store: Mutex<Arc<CredentialStore>>,
+    /// Connect again when the platform's service fails (only for the real one).
+    reconnect: bool,
 }
 
 /// Why the keyring could not be opened. `auto` falls back to the file store only when no
@@ -53,11 +55,14 @@ impl KeyringStore {
         // On Linux this connects to the session bus and opens a Secret Service session (a
         // real method call), so "no bus" and "no org.freedesktop.secrets" fail here, fast.
         let store = platform_store().map_err(|e| OpenError::Unreachable(unreachable_reason(&e)))?;
-        let keyring = KeyringStore::with_store(store);
+        let keyring = KeyringStore {
+            store: Mutex::new(store),
+            reconnect: true,
+        };
         // One search round trip: a provider that accepts sessions but cannot search
         // (or refuses access) is caught before any token is trusted to it. A locked
         // collection without our items still passes; `save` then reports it as locked.
-        match keyring.entry(PROBE_USER).and_then(|e| e.get_password()) {
+        match keyring.with_entry(PROBE_USER, Entry::get_password) {
             Ok(_) | Err(KError::NoEntry) => Ok(keyring),
             Err(KError::PlatformFailure(e)) => Err(OpenError::Unreachable(e.to_string())),
             Err(e) => Err(OpenError::Failed(keyring_error(e, "checking", PROBE_USER))),
@@ -66,11 +71,30 @@ impl KeyringStore {
 
     /// A keyring store on top of any keyring-core store (tests use the mock store).
     pub fn with_store(store: Arc<CredentialStore>) -> Self {
-        KeyringStore { store }
+        KeyringStore {
+            store: Mutex::new(store),
+            reconnect: false,
+        }
     }
 
-    fn entry(&self, account: &str) -> keyring_core::Result<Entry> {
-        self.store.build(SERVICE, account, None)
+    /// Runs `op` on the account's entry. When the platform's service fails (the Secret
+    /// Service restarted, say by `gnome-keyring-daemon --replace`, so the session this
+    /// store opened is gone: "NoSession"), it connects again once and retries, so a
+    /// long-running daemon does not stay broken until it is restarted itself.
+    fn with_entry<T>(
+        &self,
+        account: &str,
+        op: impl Fn(&Entry) -> keyring_core::Result<T>,
+    ) -> keyring_core::Result<T> {
+        let store = self.store.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match store.build(SERVICE, account, None).and_then(|e| op(&e)) {
+            Err(KError::PlatformFailure(_)) if self.reconnect => {
+                let fresh = platform_store()?;
+                *self.store.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();
+                fresh.build(SERVICE, account, None).and_then(|e| op(&e))
+            }
+            other => other,
+        }
     }
 }
 
@@ -158,7 +182,7 @@ fn entry_name(account: &str) -> String {
 
 impl TokenStore for KeyringStore {
     fn load(&self, account: &str) -> Result<Option<TokenRecord>> {
-        let text = match self.entry(account).and_then(|e| e.get_password()) {
+        let text = match self.with_entry(account, Entry::get_password) {
             Ok(t) => Zeroizing::new(t),
             Err(KError::NoEntry) => return Ok(None),
             Err(e) => return Err(keyring_error(e, "reading", account)),
@@ -179,13 +203,12 @@ impl TokenStore for KeyringStore {
             serde_json::to_string(record)
                 .map_err(|e| Error::software(format!("serializing a record: {e}")))?,
         );
-        self.entry(account)
-            .and_then(|e| e.set_password(&json))
+        self.with_entry(account, |e| e.set_password(&json))
             .map_err(|e| keyring_error(e, "writing", account))
     }
 
     fn delete(&self, account: &str) -> Result<bool> {
-        match self.entry(account).and_then(|e| e.delete_credential()) {
+        match self.with_entry(account, Entry::delete_credential) {
             Ok(()) => Ok(true),
             Err(KError::NoEntry) => Ok(false),
             Err(e) => Err(keyring_error(e, "deleting", account)),

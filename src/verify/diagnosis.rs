@@ -849,7 +849,7 @@ mod tests {
 
     #[test]
     fn a_login_refused_without_a_reason() {
-        // Dovecot's words (recorded in tests/app_password.rs).
+        // Dovecot's words (recorded in tests/integration/app_password.rs).
         let reply = "[AUTHENTICATIONFAILED] Authentication failed.";
         let (_, r, _) = first(&gmail_app_password(), Proto::Imap, &rejected(reply, None));
         assert!(r.unwrap().contains("with the stored app password"));

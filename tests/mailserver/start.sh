@@ -131,7 +131,7 @@ else
 fi
 # Dovecot refuses to access mail as uid 0: as root, mail belongs to Debian's "mail"
 # user (or nobody). DIR/mail is owned by the mail user; a test writing a message as
-# another user chowns it to DIR/mail's owner (tests/common/mailserver.rs does).
+# another user chowns it to DIR/mail's owner (tests/integration/common/mailserver.rs does).
 if [ "$(id -u)" -eq 0 ]; then
     mail_user=mail
     getent passwd "$mail_user" >/dev/null || mail_user=nobody

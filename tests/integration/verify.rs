@@ -4,7 +4,7 @@
 //! server will not do on demand: a closed port and a server that accepts and then says
 //! nothing (a plain std listener here, and it says so).
 
-mod common;
+use crate::common;
 
 use common::authserver::{self, NATIVE_CLIENT};
 use common::mailtoken::*;

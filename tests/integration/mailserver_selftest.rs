@@ -3,7 +3,7 @@
 //! behind its submission service), spoken to by hand: proves the harness before
 //! `mailtoken verify` relies on it.
 
-mod common;
+use crate::common;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

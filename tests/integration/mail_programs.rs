@@ -2,7 +2,7 @@
 //! prints, with mailtoken as their only source of credentials, against the real
 //! authorization server and the private Dovecot that scripts/test starts.
 
-mod common;
+use crate::common;
 
 use common::mailserver::mailserver;
 use common::mailtoken::*;

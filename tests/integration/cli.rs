@@ -1,7 +1,7 @@
 //! The command line as a user meets it: usage errors, config errors with their place in
 //! the file, provider listings, completions. No server needed.
 
-mod common;
+use crate::common;
 
 use common::mailtoken::*;
 

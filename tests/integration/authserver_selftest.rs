@@ -1,8 +1,8 @@
 //! Self-test of the test authorization server (tests/authserver) and of the
-//! helpers in tests/common/authserver.rs. Needs a running server:
-//! `eval "$(bash tests/authserver/start.sh)" && MAILTOKEN_TEST_ISSUER=$ISSUER cargo test --test authserver_selftest`
+//! helpers in tests/integration/common/authserver.rs. Needs a running server:
+//! `eval "$(bash tests/authserver/start.sh)" && MAILTOKEN_TEST_ISSUER=$ISSUER cargo test --test integration authserver_selftest`
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

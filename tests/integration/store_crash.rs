@@ -184,7 +184,12 @@ fn a_killed_writer_never_leaves_a_broken_file() {
     for round in 0..ROUNDS {
         let mut child = Killer(
             Command::new(std::env::current_exe().unwrap())
-                .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    &format!("store_crash::{TEST_NAME}"),
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env(CHILD_ENV, dir.path())
                 .env("MAILTOKEN_CRASH_ROUND", round.to_string())
                 .stdout(Stdio::piped())

@@ -3,7 +3,7 @@
 //! The endpoint here is a FAKE (a few lines of axum), used only to inject these faults;
 //! the stored refresh token must survive every one of them.
 
-mod common;
+use crate::common;
 
 use common::fake;
 use common::mailtoken::*;

@@ -6,7 +6,7 @@
 //! tmp=$(mktemp -d); XDG_DATA_HOME=$tmp/data XDG_RUNTIME_DIR=$tmp/run MAILTOKEN_TEST_SECRET_SERVICE=1 \
 //!   dbus-run-session -- sh -c 'mkdir -p -m 700 "$XDG_RUNTIME_DIR";
 //!     printf %s test-password | gnome-keyring-daemon --unlock --components=secrets >/dev/null;
-//!     cargo test --test keyring_store'
+//!     cargo test --test integration keyring_store'
 //! ```
 #![cfg(all(
     unix,
@@ -24,7 +24,7 @@ fn require_secret_service() {
     if std::env::var_os("MAILTOKEN_TEST_SECRET_SERVICE").is_none() {
         panic!(
             "this test needs a real Secret Service; run it under dbus-run-session with an unlocked \
-             gnome-keyring and MAILTOKEN_TEST_SECRET_SERVICE=1 (see the top of tests/keyring_store.rs, \
+             gnome-keyring and MAILTOKEN_TEST_SECRET_SERVICE=1 (see the top of tests/integration/keyring_store.rs, \
              or run scripts/test)"
         );
     }
@@ -134,7 +134,7 @@ fn run_child_under_bus(name: &str, dbus_args: &[&str], env: &[(&str, &std::path:
         .args(dbus_args)
         .arg("--")
         .arg(exe)
-        .args(["--exact", name, "--nocapture"]);
+        .args(["--exact", &format!("keyring_store::{name}"), "--nocapture"]);
     cmd.env("MAILTOKEN_KEYRING_CHILD", name);
     for (k, v) in env {
         cmd.env(k, v);

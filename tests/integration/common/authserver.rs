@@ -10,8 +10,6 @@
 //! see the constants below.
 
 // Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use reqwest::header::LOCATION;

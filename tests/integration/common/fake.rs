@@ -2,8 +2,6 @@
 //! demand (a 503, a hang, an HTML page, a body without a token). Every request is
 //! answered the same way after `delay`, and counted.
 
-#![allow(dead_code)]
-
 use super::mailtoken::{Env, rt};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -3,7 +3,7 @@
 //! back, `logout` removes them. With no `[store]` table the keyring is chosen because it
 //! answers.
 
-mod common;
+use crate::common;
 
 use common::authserver;
 use common::mailtoken::*;

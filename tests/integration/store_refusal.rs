@@ -4,9 +4,10 @@
 //! authorization server, whose public clients rotate refresh tokens: reusing an old one
 //! revokes the whole grant, so a lost rotation shows up as a dead account.
 
-mod common;
+use crate::common;
 
 use common::authserver;
+use common::keyring::PrivateKeyring;
 use common::mailtoken::*;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -175,4 +176,73 @@ fn the_daemon_keeps_tokens_the_store_refused_and_saves_them_when_it_can() {
     assert_exit(&o, 0);
     assert!(active(stdout(&o).trim()), "{}", stderr(&o));
     assert!(!rescue_file(&env, "d").exists());
+}
+
+/// The keyring locked under a running daemon (a screen lock, `seahorse`): the daemon
+/// cannot read the store to refresh. That is a store to unlock, not a grant to renew:
+/// no "log in again", no notification, and once the keyring is unlocked (here by a new
+/// gnome-keyring taking over, which also ends the daemon's Secret Service session) the
+/// daemon refreshes again by itself.
+#[test]
+fn a_locked_keyring_under_the_daemon_is_a_store_to_unlock_not_a_login_to_redo() {
+    let keyring = PrivateKeyring::start();
+    let login = unique_login("locked");
+    let notes = tempfile::tempdir().unwrap();
+    let notes = notes.path().join("notes");
+    let mut env = Env::new(
+        &format!(
+            "timeout = \"10s\"\nnotify_cmd = 'echo \"$MAILTOKEN_REASON\" >> {}'\n[store]\nkind = \"keyring\"\n",
+            notes.display()
+        ),
+        &account_toml("k", &login, Client::NativeShort),
+    );
+    env.bus = Some(keyring.bus.clone());
+    assert_exit(&env.login("k", &login), 0);
+    let daemon = env.serve();
+    assert_exit(&env.run(&["token", "k"]), 0);
+    keyring.lock();
+    // The tokens live 6 s: within a few seconds the refresher meets the lock.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let row = loop {
+        let j: serde_json::Value =
+            serde_json::from_str(&stdout(&env.run(&["status", "--json"]))).unwrap();
+        if j[0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("keyring is locked"))
+        {
+            break j[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{j}\n{}", daemon.log());
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_ne!(row["state"], "needs_login", "{row}");
+    // Once the access token has expired, a caller is told to unlock, not to log in.
+    std::thread::sleep(Duration::from_secs(7));
+    let o = env.run(&["token", "k"]);
+    assert_exit(&o, 77);
+    let e = stderr(&o);
+    assert!(
+        e.contains("keyring is locked") && e.contains("Unlock"),
+        "{e}"
+    );
+    assert!(!e.contains("mailtoken login"), "{e}");
+    assert!(!notes.exists(), "nobody was told to log in");
+
+    keyring.unlock();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    loop {
+        let o = env.run(&["token", "k"]);
+        if o.status.success() {
+            assert!(active(stdout(&o).trim()));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no token after the unlock: {}\n{}",
+            stderr(&o),
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(!notes.exists());
 }

@@ -12,7 +12,7 @@
     not(any(target_os = "macos", target_os = "ios", target_os = "android"))
 ))]
 
-mod common;
+use crate::common;
 
 use common::mailserver::{APP_PASSWORD, APP_USER, APP_USER_2, mailserver};
 use common::mailtoken::*;
@@ -426,6 +426,12 @@ fn pty() -> Pty {
         )
     };
     assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // Not inherited by what other tests of this binary spawn meanwhile (openpty has no
+    // flag for it): a terminal held open elsewhere outlives the test.
+    for fd in [master, slave] {
+        // SAFETY: setting a flag on a descriptor we own.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
     // SAFETY: fresh fds owned by nobody else.
     unsafe {
         Pty {
@@ -580,10 +586,12 @@ signal.signal(signal.SIGTTOU, signal.SIG_IGN)
 signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
 pid = os.fork()
 if pid == 0:
-    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR1])
+    # Take the terminal while SIGTTOU is still ignored, as shells do: a job that calls
+    # tcsetpgrp from the background with SIGTTOU at its default is stopped by it.
     os.setpgid(0, 0)
     os.tcsetpgrp(0, os.getpid())
+    signal.signal(signal.SIGTTOU, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGUSR1])
     os.execv(sys.argv[1], sys.argv[1:])
 os.setpgid(pid, pid)
 os.tcsetpgrp(0, pid)

@@ -28,8 +28,6 @@
 //!   (and STARTTLS/STLS) before TLS.
 
 // Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -62,8 +60,6 @@ pub const REQUIRED_SCOPE: &str = "mail";
 pub struct MailServer {
     /// Where every listener is bound: `MAIL_HOST` (127.0.0.1).
     pub host: String,
-    /// IMAP, plain start with STARTTLS offered (`MAIL_IMAP_PORT`).
-    pub imap_port: u16,
     /// IMAP over implicit TLS (`MAIL_IMAPS_PORT`).
     pub imaps_port: u16,
     /// POP3, plain start with STLS offered (`MAIL_POP3_PORT`).
@@ -130,7 +126,6 @@ impl MailServer {
                 .ok()
                 .filter(|v| !v.trim().is_empty())
                 .unwrap_or_else(|| "127.0.0.1".to_owned()),
-            imap_port: port_var("MAIL_IMAP_PORT"),
             imaps_port: port_var("MAIL_IMAPS_PORT"),
             pop3_port: port_var("MAIL_POP3_PORT"),
             pop3s_port: port_var("MAIL_POP3S_PORT"),
@@ -337,11 +332,6 @@ pub struct Session {
 }
 
 impl Session {
-    /// Whether the connection is TLS by now.
-    pub fn is_tls(&self) -> bool {
-        matches!(self.stream, Some(Stream::Tls(_)))
-    }
-
     /// The TLS handshake on the open connection (after the server's STARTTLS/STLS
     /// go-ahead, or at once for implicit TLS).
     ///

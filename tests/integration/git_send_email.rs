@@ -7,7 +7,7 @@
 //! from source), since the protocol grew keys (`password_expiry_utc` in 2.41,
 //! `capability[]` in 2.46) that the helper must take in stride.
 
-mod common;
+use crate::common;
 
 use common::mailserver::mailserver;
 use common::mailtoken::*;

@@ -2,7 +2,7 @@
 //! under a burst, invalid_grant handling with one notification, SIGHUP, restarts, the
 //! peer uid check, and hostile input on the socket.
 
-mod common;
+use crate::common;
 
 use common::authserver;
 use common::fake;

@@ -2,11 +2,9 @@
 //! gets its own config, state and runtime directories, so tests share the one
 //! authorization server without sharing anything else.
 
-#![allow(dead_code)]
-
 use super::authserver::{self, Browser, Decision};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -18,6 +16,8 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     /// Point the D-Bus session address nowhere: a machine without a keyring.
     pub no_bus: bool,
+    /// A session bus of the test's own (a [`super::keyring::PrivateKeyring`]'s).
+    pub bus: Option<String>,
 }
 
 /// A login name no other test (or earlier run against the same server) uses, so the
@@ -42,8 +42,8 @@ pub enum Client {
     Native,
     /// Same, with access tokens living a few seconds.
     NativeShort,
-    /// Desktop client with a non-secret secret and access_type=offline (Google-like).
-    Google,
+    /// Desktop client with a non-secret secret and access_type=offline (Google-like),
+    /// with access tokens living a few seconds.
     GoogleShort,
     /// Public client asked without offline_access: no refresh token.
     NativeNoOffline,
@@ -68,12 +68,8 @@ pub fn account_toml(name: &str, login: &str, client: Client) -> String {
             r#"["openid", "email", "mail"]"#,
             "{}",
         ),
-        Client::Google | Client::GoogleShort => (
-            if matches!(client, Client::Google) {
-                authserver::GOOGLE_CLIENT
-            } else {
-                authserver::GOOGLE_SHORT_CLIENT
-            },
+        Client::GoogleShort => (
+            authserver::GOOGLE_SHORT_CLIENT,
             Some(authserver::GOOGLE_CLIENT_SECRET),
             r#"["openid", "email", "mail"]"#,
             r#"{ access_type = "offline", prompt = "consent" }"#,
@@ -93,7 +89,11 @@ impl Env {
     pub fn new(head: &str, accounts: &str) -> Env {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("config/mailtoken")).unwrap();
-        let env = Env { dir, no_bus: false };
+        let env = Env {
+            dir,
+            no_bus: false,
+            bus: None,
+        };
         env.write_config(&if head.is_empty() {
             accounts.to_owned()
         } else {
@@ -131,6 +131,9 @@ impl Env {
         let run = self.dir.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
         c.env("XDG_RUNTIME_DIR", run);
+        if let Some(bus) = &self.bus {
+            c.env("DBUS_SESSION_BUS_ADDRESS", bus);
+        }
         if self.no_bus {
             c.env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus");
         }
@@ -335,10 +338,6 @@ pub fn write_stdin(child: &mut Child, text: &str) {
         .unwrap()
         .write_all(text.as_bytes())
         .unwrap();
-}
-
-pub fn exists(p: &Path) -> bool {
-    p.exists()
 }
 
 /// A running `mailtoken serve` of an [`Env`]; stopped (SIGKILL) when dropped.

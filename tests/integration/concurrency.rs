@@ -2,7 +2,7 @@
 //! an expired token cause exactly one refresh at the real authorization server, and all
 //! 50 print the same, valid token.
 
-mod common;
+use crate::common;
 
 use common::authserver;
 use common::mailtoken::*;

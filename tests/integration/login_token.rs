@@ -1,7 +1,7 @@
 //! Logging in and handing out tokens against the real authorization server
 //! (panva's oidc-provider, started by scripts/test), with the file store.
 
-mod common;
+use crate::common;
 
 use common::authserver::{self, Browser, Decision};
 use common::mailtoken::*;

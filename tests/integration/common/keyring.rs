@@ -1,0 +1,135 @@
+//! A private Secret Service for one test: its own session bus (`dbus-daemon`) and its
+//! own gnome-keyring with a `login` collection unlocked by a known password, so a test
+//! can lock it, and unlock it again, without touching the keyring other tests share.
+//! Both die with the bus when this is dropped (gnome-keyring exits when its bus goes).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PASSWORD: &str = "private-keyring-password";
+
+pub struct PrivateKeyring {
+    /// `DBUS_SESSION_BUS_ADDRESS` of the private bus.
+    pub bus: String,
+    bus_pid: i32,
+    data: PathBuf,
+    run: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateKeyring {
+    pub fn start() -> PrivateKeyring {
+        let dir = tempfile::tempdir().unwrap();
+        let (data, run) = (dir.path().join("data"), dir.path().join("run"));
+        for d in [&data, &run] {
+            std::fs::create_dir_all(d).unwrap();
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let out = Command::new("dbus-daemon")
+            .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dbus-daemon: {out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let mut lines = text.lines();
+        let bus = lines.next().unwrap().to_owned();
+        let bus_pid = lines.next().unwrap().trim().parse().unwrap();
+        let k = PrivateKeyring {
+            bus,
+            bus_pid,
+            data,
+            run,
+            _dir: dir,
+        };
+        k.unlock_with(&[]);
+        k
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.env("DBUS_SESSION_BUS_ADDRESS", &self.bus)
+            .env("XDG_DATA_HOME", &self.data)
+            .env("XDG_RUNTIME_DIR", &self.run);
+        c
+    }
+
+    /// Unlocks (creating on the first run) the `login` collection; `extra` goes to
+    /// gnome-keyring-daemon (`--replace` takes over from a running one).
+    fn unlock_with(&self, extra: &[&str]) {
+        let mut child = self
+            .command("gnome-keyring-daemon")
+            .args(extra)
+            .args(["--unlock", "--components=secrets"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(PASSWORD.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success());
+        // It owns org.freedesktop.secrets some milliseconds after returning.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.bus_has_secrets() {
+            assert!(
+                Instant::now() < deadline,
+                "no Secret Service on the private bus"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn bus_has_secrets(&self) -> bool {
+        let out = self
+            .command("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.NameHasOwner",
+                "string:org.freedesktop.secrets",
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("boolean true")
+    }
+
+    /// Locks the `login` collection, as the screen locker or `seahorse` would.
+    pub fn lock(&self) {
+        let out = self
+            .command("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.secrets",
+                "/org/freedesktop/secrets",
+                "org.freedesktop.Secret.Service.Lock",
+                "array:objpath:/org/freedesktop/secrets/collection/login",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "Lock: {out:?}");
+    }
+
+    /// Unlocks it again. Without a prompter the only way in is a new daemon given the
+    /// password (`--replace`); the Secret Service sessions clients held are then gone.
+    pub fn unlock(&self) {
+        self.unlock_with(&["--replace"]);
+    }
+}
+
+impl Drop for PrivateKeyring {
+    fn drop(&mut self) {
+        // SAFETY: signalling the bus daemon this started.
+        unsafe { libc::kill(self.bus_pid, libc::SIGTERM) };
+    }
+}

@@ -1,0 +1,8 @@
+//! Shared helpers for the integration tests; each module of the one test binary takes
+//! them as `crate::common` (e.g. `common::authserver::Browser`).
+
+pub mod authserver;
+pub mod fake;
+pub mod keyring;
+pub mod mailserver;
+pub mod mailtoken;

@@ -1,0 +1,22 @@
+//! The integration tests, one binary: each module drives the built `mailtoken` as a
+//! user or a mail program does, against the real servers `scripts/test` starts once
+//! (the authorization server, Dovecot, gnome-keyring) and the real mail programs.
+//! One binary links once, and shares `common` without dead code in any of them.
+
+mod common;
+
+mod app_password;
+mod authserver_selftest;
+mod cli;
+mod concurrency;
+mod daemon;
+mod faults;
+mod git_send_email;
+mod keyring_login;
+mod keyring_store;
+mod login_token;
+mod mail_programs;
+mod mailserver_selftest;
+mod store_crash;
+mod store_refusal;
+mod verify;
