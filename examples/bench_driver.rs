@@ -1,5 +1,5 @@
 //! The driver behind `scripts/bench` for the daemon's figures: it builds isolated worlds
-//! (config, state and runtime dirs, as tests/common/mailtoken.rs does), starts and stops
+//! (config, state and runtime dirs, as tests/integration/common/mailtoken.rs does), starts and stops
 //! `mailtoken serve`, and prints each figure beside its target. Not a test: nothing here
 //! fails a build; a missed target is printed as MISS and the run goes on.
 //!
@@ -742,17 +742,14 @@ fn burst() {
     );
 }
 
-/// When retry number `k` (1-based: the k-th failure in a row) may come after the
-/// failure, per src/daemon/schedule.rs: 5 s, 10 s, 20 s ... (cap 300 s) with ±20%
-/// jitter, truncated to whole seconds and added to the current whole second (server.rs:
-/// `record::now() + delay.as_secs().max(1)`), so between floor(0.8 d) - 1 and
-/// floor(1.2 d) seconds. A little slack (0.3 s) covers timer and process latency.
-fn allowed_gap(k: u32) -> (f64, f64) {
-    let d = (5u64 << (k - 1).min(16)).min(300) as f64;
-    (
-        ((0.8 * d).floor() - 1.0).max(0.0) - 0.3,
-        (1.2 * d).floor().max(1.0) + 0.3,
-    )
+/// When the attempt after failure number `k` may come, with callers that cannot be
+/// served asking all the time (src/state.rs): at `state::PROBE_INTERVAL` (5 s) after
+/// the failure's whole second, whatever the backoff (which is never shorter), so
+/// between 4 and 5 s after the failure; a little slack (0.3 s) covers timer and process
+/// latency, and the 100 ms between calls.
+fn allowed_gap(_k: u32) -> (f64, f64) {
+    let probe = mailtoken::state::PROBE_INTERVAL as f64;
+    (probe - 1.0 - 0.3, probe + 0.1 + 0.3)
 }
 
 /// The fewest and the most attempts the schedule allows within `window` after the
@@ -773,8 +770,8 @@ fn schedule_range(window: f64, took: f64) -> (usize, usize) {
 
 /// The endpoint fails with 503 (after `delay`) for `window` while a caller starts
 /// `mailtoken token bench` (no --wait) every 100 ms, not waiting for the previous one:
-/// several mail programs polling. The requests the endpoint saw must follow the backoff
-/// schedule: one attempt, then each retry after the delay for the failures so far.
+/// several mail programs polling. The requests the endpoint saw must follow the probe
+/// rule: one attempt, then one every 5 s after the last failure, however many ask.
 fn outage(name: &str, fe: &FakeEndpoint, delay: Duration, window: Duration) {
     fe.set(true, delay);
     let w = fake_world(name, fe);
@@ -866,7 +863,7 @@ fn outage(name: &str, fe: &FakeEndpoint, delay: Duration, window: Duration) {
             list.join(", ")
         ),
         &format!(
-            "{} requests, spaced 5/10/20 s ±20%",
+            "{} requests, one 4-5 s after each failure",
             if lo == hi {
                 lo.to_string()
             } else {
