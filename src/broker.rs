@@ -102,7 +102,8 @@ impl Broker {
         if let Some(record) = self.decide(account, &state, min_valid)? {
             return Ok(Served::from(record));
         }
-        let record = record.expect("a state that allows a refresh holds a record");
+        let record = record
+            .ok_or_else(|| Error::software("a refresh was decided with no record to refresh"))?;
         self.refresh_locked(account, record)
             .map(Served::from)
             .map_err(RefreshError::into_error)

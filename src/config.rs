@@ -576,6 +576,17 @@ const EXAMPLE: &str = r#"    [accounts.alice]
     client_secret = "GOCSPX-..."
 "#;
 
+/// For unit tests elsewhere: the one account of a config text.
+#[cfg(test)]
+pub(crate) fn test_account(toml: &str) -> Account {
+    let c = Config::parse(Path::new("c.toml"), toml).unwrap();
+    c.accounts.into_values().next().unwrap()
+}
+
+/// For unit tests elsewhere: a Google account `a` (user a@gmail.com).
+#[cfg(test)]
+pub(crate) const TEST_GOOGLE: &str = "[accounts.a]\nprovider = \"google\"\nuser = \"a@gmail.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;

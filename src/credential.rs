@@ -303,10 +303,7 @@ mod tests {
         }
     }
 
-    fn account(toml: &str) -> Account {
-        let c = Config::parse(std::path::Path::new("c.toml"), toml).unwrap();
-        c.accounts.into_values().next().unwrap()
-    }
+    use crate::config::test_account as account;
 
     const OAUTH: &str = "[accounts.g]\nprovider = \"google\"\nuser = \"g@gmail.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n";
     const PASSWORD: &str = "[accounts.c]\nprovider = \"icloud\"\nuser = \"c@icloud.com\"\n";

@@ -6,10 +6,6 @@ use crate::config::Account;
 use crate::record::TokenRecord;
 use crate::sasl;
 use crate::server::Proto;
-use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 use zeroize::Zeroizing;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -44,36 +40,7 @@ impl Format {
     }
 }
 
-/// Exact, lower-case names only: what clap accepts on the command line is what the
-/// daemon accepts on its socket.
-impl FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Format, String> {
-        Format::ALL
-            .into_iter()
-            .find(|f| f.name() == s)
-            .ok_or_else(|| format!("unknown format `{s}` (raw, xoauth2, oauthbearer or json)"))
-    }
-}
-
-impl fmt::Display for Format {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl Serialize for Format {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for Format {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::names::by_name!(Format, "format");
 
 /// An access token in `format`, without a newline. `for_proto` picks the server whose
 /// host and port go into an OAUTHBEARER string (left out when the account has none).
@@ -112,18 +79,12 @@ pub fn render_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::secret::Secret;
     use base64::Engine;
     use clap::ValueEnum;
 
     fn account() -> Account {
-        let c = Config::parse(
-            std::path::Path::new("c.toml"),
-            "[accounts.a]\nprovider = \"google\"\nuser = \"a@gmail.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n",
-        )
-        .unwrap();
-        c.accounts["a"].clone()
+        crate::config::test_account(crate::config::TEST_GOOGLE)
     }
 
     fn rec() -> TokenRecord {

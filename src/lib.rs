@@ -18,6 +18,7 @@ pub mod ipc;
 pub mod lock;
 pub mod login;
 pub mod loopback;
+mod names;
 pub mod oauth;
 pub mod password;
 pub mod paths;

@@ -4,8 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::fmt;
-use std::str::FromStr;
 
 /// How TLS starts on a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -76,36 +74,7 @@ impl Proto {
     }
 }
 
-/// The one parser of protocol names, for the command line, the daemon protocol and
-/// the fast `token` parse alike: exact, lower-case names only, as clap takes them.
-impl FromStr for Proto {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Proto, String> {
-        Proto::ALL
-            .into_iter()
-            .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown protocol `{s}` (imap, pop or smtp)"))
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl Serialize for Proto {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.name())
-    }
-}
-
-impl<'de> Deserialize<'de> for Proto {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+crate::names::by_name!(Proto, "protocol");
 
 /// The standard port of a protocol in a TLS mode (IMAP 993/143, POP3 995/110,
 /// submission 465/587).

@@ -270,18 +270,12 @@ fn render(r: &Row) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::record::{FailureKind, LastError};
     use crate::secret::Secret;
     use crate::state::{RefreshError, Refreshed};
 
     fn account() -> Account {
-        let c = Config::parse(
-            std::path::Path::new("c.toml"),
-            "[accounts.a]\nprovider = \"google\"\nuser = \"a@gmail.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n",
-        )
-        .unwrap();
-        c.accounts["a"].clone()
+        crate::config::test_account(crate::config::TEST_GOOGLE)
     }
 
     fn rec() -> TokenRecord {

@@ -57,7 +57,10 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
 
 async fn dispatch(daemon: &Arc<Daemon>, op: Op) -> Reply {
     let result = match op {
-        Op::Token { .. } => token(daemon, op).await,
+        Op::Token { .. } => match Request::from_op(op) {
+            Some(req) => token(daemon, req).await,
+            None => Err(Error::software("a token request without its fields")),
+        },
         Op::Status { account } => daemon
             .status(account.as_deref())
             .await
@@ -79,8 +82,7 @@ async fn dispatch(daemon: &Arc<Daemon>, op: Op) -> Reply {
     result.unwrap_or_else(|e| Reply::error(&e))
 }
 
-async fn token(daemon: &Arc<Daemon>, op: Op) -> Result<Reply> {
-    let req = Request::from_op(op).expect("a token request");
+async fn token(daemon: &Arc<Daemon>, req: Request) -> Result<Reply> {
     let account = daemon.broker().account(&req.account)?.clone();
     let c = credential::answer(&FromMemory(daemon), &account, &req).await?;
     Ok(Reply::credential(c.secret.to_string(), c.expires_at))

@@ -159,14 +159,10 @@ pub fn stored(account: &Account) -> Stored {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::error::ExitCode;
     use keyring::EntryStore;
 
-    fn account(toml: &str) -> Account {
-        let c = Config::parse(std::path::Path::new("c.toml"), toml).unwrap();
-        c.accounts.into_values().next().unwrap()
-    }
+    use crate::config::test_account as account;
 
     #[test]
     fn the_item_is_filed_under_the_smtp_host_as_msmtp_looks_it_up() {

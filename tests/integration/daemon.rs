@@ -8,20 +8,7 @@ use common::authserver;
 use common::fake;
 use common::mailtoken::*;
 use std::process::Stdio;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn stats(login: &str, key: &str) -> u64 {
-    rt().block_on(authserver::stats(login))[key]
-        .as_u64()
-        .unwrap()
-}
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 #[test]
 fn refresh_ahead_never_hands_out_a_token_with_less_than_min_valid_left() {

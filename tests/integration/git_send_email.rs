@@ -14,7 +14,7 @@ use common::mailtoken::*;
 use mailtoken::setup::shell_quote;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// A git binary and its version (major, minor).
 #[derive(Clone, Debug)]
@@ -128,13 +128,6 @@ fn pairs(text: &str) -> Vec<(String, String)> {
 
 fn value<'a>(p: &'a [(String, String)], key: &str) -> Option<&'a str> {
     p.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 fn token(env: &Env, account: &str) -> String {

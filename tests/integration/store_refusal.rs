@@ -10,20 +10,7 @@ use common::authserver;
 use common::keyring::PrivateKeyring;
 use common::mailtoken::*;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-fn stats(login: &str, key: &str) -> u64 {
-    rt().block_on(authserver::stats(login))[key]
-        .as_u64()
-        .unwrap()
-}
+use std::time::{Duration, Instant};
 
 fn active(token: &str) -> bool {
     rt().block_on(authserver::introspect(token))["active"] == true

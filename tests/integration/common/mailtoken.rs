@@ -227,6 +227,21 @@ impl Env {
     }
 }
 
+/// The wall clock in Unix seconds, as records keep it.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// One of the test server's counters for `login` (`refresh_grants`, ...).
+pub fn stats(login: &str, key: &str) -> u64 {
+    rt().block_on(authserver::stats(login))[key]
+        .as_u64()
+        .unwrap()
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
