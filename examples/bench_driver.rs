@@ -505,11 +505,20 @@ fn load() {
     let d = w.serve();
     let clients = env_num("BENCH_LOAD_CLIENTS", 64) as usize;
     let secs = env_num("BENCH_LOAD_SECS", 10);
-    let expected = format!(
-        "{{\"v\":1,\"ok\":true,\"credential\":\"{}\"}}\n",
-        seeded_token()
-    );
     let request = token_request("bench", 0);
+    // The reply carries the token's expiry, which the seeding chose: take the first
+    // reply, check it, and hold every later one to it byte for byte.
+    let expected = {
+        let s = UnixStream::connect(&d.socket).unwrap();
+        (&s).write_all(request.as_bytes()).unwrap();
+        let mut line = String::new();
+        BufReader::new(&s).read_line(&mut line).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["ok"], true, "{line}");
+        assert_eq!(v["credential"], seeded_token().as_str(), "{line}");
+        assert!(v["expires_at"].as_u64().is_some(), "{line}");
+        line
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(AtomicU64::new(0));
     let ticks0 = cpu_ticks(d.pid());

@@ -1,0 +1,473 @@
+//! The user's config file (TOML), turned into resolved [`Account`]s: provider presets
+//! filled in, URLs checked, and every mistake reported with file, line, column and the
+//! fix, because a password command that fails silently is the worst kind of bug.
+//!
+//! - `raw.rs`: the file as written; `source.rs`: where in it a problem is;
+//! - `resolve.rs`: what every account has (name, provider, user, servers), then
+//!   `oauth.rs` or `password.rs` for how it signs in;
+//! - `account.rs`: the resolved account the rest of mailtoken uses.
+
+mod account;
+mod oauth;
+mod password;
+mod raw;
+mod resolve;
+mod source;
+
+pub use account::{Account, Auth, OAuth};
+
+use crate::error::{Error, Result};
+use crate::store::StoreConfig;
+use raw::RawConfig;
+use source::Source;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Network timeout for token requests unless the config says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub path: PathBuf,
+    pub accounts: BTreeMap<String, Account>,
+    pub store: StoreConfig,
+    pub timeout: Duration,
+    /// Run (by the daemon) once when an account needs a new login.
+    pub notify_cmd: Option<String>,
+}
+
+impl Config {
+    /// Reads the config at `$MAILTOKEN_CONFIG` or the XDG path.
+    pub fn load_default() -> Result<Config> {
+        Self::load(&crate::paths::config_file())
+    }
+
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::config(format!("no config file at {}", path.display()))
+                    .with_remedy(format!(
+                        "Create it with an account, for example:\n\n{EXAMPLE}\n\
+                         (`mailtoken providers` lists the presets; MAILTOKEN_CONFIG points elsewhere.)"
+                    )));
+            }
+            Err(e) => {
+                return Err(Error::config(format!(
+                    "cannot read {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Config> {
+        let src = Source { path, text };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let msg = e.message().trim_end().replace('\n', " ");
+            src.error(e.span(), &msg, remedy_for_toml_error(&msg))
+        })?;
+        let timeout = match &raw.timeout {
+            Some(t) => parse_duration(&src, t)?,
+            None => DEFAULT_TIMEOUT,
+        };
+        let mut accounts = BTreeMap::new();
+        for (name, acct) in raw.accounts {
+            let account = resolve::resolve(&src, &name, acct)?;
+            accounts.insert(account.name.clone(), account);
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            accounts,
+            store: raw.store,
+            timeout,
+            notify_cmd: raw.notify_cmd,
+        })
+    }
+
+    /// The named account, or an error that lists the ones there are.
+    pub fn account(&self, name: &str) -> Result<&Account> {
+        self.accounts.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.accounts.keys().map(String::as_str).collect();
+            let list = if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            };
+            Error::config(format!(
+                "no account `{name}` in {} (accounts: {list})",
+                self.path.display()
+            ))
+            .with_remedy(format!(
+                "Add an [accounts.{name}] table, or use one of those names."
+            ))
+        })
+    }
+}
+
+fn remedy_for_toml_error(msg: &str) -> Option<String> {
+    if msg.contains("unknown field") {
+        Some(
+            "Check the spelling; `mailtoken providers NAME` and the README list the valid keys."
+                .into(),
+        )
+    } else if msg.contains("invalid string") || msg.contains("expected") {
+        Some("Strings need double quotes, e.g. user = \"alice@gmail.com\".".into())
+    } else {
+        None
+    }
+}
+
+fn parse_duration(src: &Source, s: &Spanned<String>) -> Result<Duration> {
+    humantime::parse_duration(s.get_ref()).map_err(|e| {
+        src.error(
+            Some(s.span()),
+            &format!("`{}` is not a duration: {e}", s.get_ref()),
+            Some("Write durations like \"30s\", \"5m\" or \"1h\".".into()),
+        )
+    })
+}
+
+const EXAMPLE: &str = r#"    [accounts.alice]
+    provider = "google"
+    user = "alice@gmail.com"
+    client_id = "1234.apps.googleusercontent.com"
+    client_secret = "GOCSPX-..."
+"#;
+
+/// For unit tests elsewhere: the one account of a config text.
+#[cfg(test)]
+pub(crate) fn test_account(toml: &str) -> Account {
+    let c = Config::parse(Path::new("c.toml"), toml).unwrap();
+    c.accounts.into_values().next().unwrap()
+}
+
+/// For unit tests elsewhere: a Google account `a` (user a@gmail.com).
+#[cfg(test)]
+pub(crate) const TEST_GOOGLE: &str = "[accounts.a]\nprovider = \"google\"\nuser = \"a@gmail.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Server, Tls};
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::parse(Path::new("/home/a/.config/mailtoken/config.toml"), text)
+    }
+
+    fn err(text: &str) -> String {
+        let e = parse(text).unwrap_err();
+        assert_eq!(e.code, crate::error::ExitCode::Config);
+        e.to_string()
+    }
+
+    const GOOGLE: &str = r#"
+[accounts.alice]
+provider = "google"
+user = "alice@gmail.com"
+client_id = "1234.apps.googleusercontent.com"
+client_secret = "GOCSPX-abc"
+"#;
+
+    #[test]
+    fn google_preset_fills_endpoints_scopes_and_servers() {
+        let c = parse(GOOGLE).unwrap();
+        let a = c.account("alice").unwrap();
+        assert_eq!(
+            a.oauth().unwrap().token_url.as_str(),
+            "https://oauth2.googleapis.com/token"
+        );
+        assert_eq!(a.oauth().unwrap().scopes, vec!["https://mail.google.com/"]);
+        assert!(
+            a.oauth()
+                .unwrap()
+                .auth_params
+                .contains(&("access_type".into(), "offline".into()))
+        );
+        assert!(
+            a.oauth()
+                .unwrap()
+                .auth_params
+                .contains(&("prompt".into(), "consent".into()))
+        );
+        assert_eq!(a.imap.as_ref().unwrap().host, "imap.gmail.com");
+        assert_eq!(a.smtp.as_ref().unwrap().port, 465);
+        assert_eq!(a.oauth().unwrap().redirect_host, "127.0.0.1");
+        assert_eq!(c.timeout, DEFAULT_TIMEOUT);
+    }
+
+    #[test]
+    fn microsoft_preset_puts_the_tenant_in_the_urls() {
+        let c = parse(
+            "[accounts.work]\nprovider = \"microsoft\"\ntenant = \"organizations\"\nuser = \"b@c.com\"\nclient_id = \"x\"\n",
+        )
+        .unwrap();
+        let a = c.account("work").unwrap();
+        assert_eq!(
+            a.oauth().unwrap().auth_url.as_str(),
+            "https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize"
+        );
+        assert!(
+            a.oauth()
+                .unwrap()
+                .scopes
+                .iter()
+                .any(|s| s == "offline_access")
+        );
+        assert_eq!(a.smtp.as_ref().unwrap().tls, Tls::Starttls);
+        assert_eq!(a.oauth().unwrap().redirect_host, "localhost");
+    }
+
+    #[test]
+    fn microsoft_tenant_defaults_to_common() {
+        let c = parse(
+            "[accounts.w]\nprovider = \"microsoft\"\nuser = \"b@c.com\"\nclient_id = \"x\"\n",
+        )
+        .unwrap();
+        assert!(
+            c.account("w")
+                .unwrap()
+                .oauth()
+                .unwrap()
+                .token_url
+                .as_str()
+                .contains("/common/")
+        );
+    }
+
+    #[test]
+    fn spelled_out_account_with_servers() {
+        let c = parse(
+            r#"timeout = "5s"
+[accounts.lab]
+user = "dev@example.org"
+auth_url = "https://id.example.org/authorize"
+token_url = "http://127.0.0.1:8080/token"
+scopes = ["openid", "mail"]
+client_id = "cli"
+auth_params = { prompt = "consent" }
+imap = { host = "mail.example.org" }
+smtp = { host = "mail.example.org", port = 587 }
+pop = { host = "mail.example.org", port = 1995, tls = "starttls" }
+"#,
+        )
+        .unwrap();
+        let a = c.account("lab").unwrap();
+        assert_eq!(c.timeout, Duration::from_secs(5));
+        assert_eq!(
+            a.imap,
+            Some(Server {
+                host: "mail.example.org".into(),
+                port: 993,
+                tls: Tls::Implicit
+            })
+        );
+        assert_eq!(a.smtp.as_ref().unwrap().tls, Tls::Starttls);
+        assert_eq!(a.pop.as_ref().unwrap().port, 1995);
+        assert_eq!(
+            a.oauth().unwrap().auth_params,
+            vec![("prompt".to_owned(), "consent".to_owned())]
+        );
+        assert!(a.provider.is_none());
+    }
+
+    #[test]
+    fn syntax_error_names_file_line_and_column() {
+        let e = err("[accounts.alice]\nuser = alice@gmail.com\n");
+        assert!(
+            e.starts_with("/home/a/.config/mailtoken/config.toml:2:8: "),
+            "{e}"
+        );
+        assert!(e.contains("double quotes"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_position() {
+        let e = err(&GOOGLE.replace("client_id", "clientid"));
+        assert!(e.contains("config.toml:5:1: "), "{e}");
+        assert!(e.contains("unknown field `clientid`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_provider_lists_the_known_ones() {
+        let e = err(&GOOGLE.replace("\"google\"", "\"gmial\""));
+        assert!(
+            e.contains("config.toml:3:12: unknown provider `gmial`"),
+            "{e}"
+        );
+        assert!(e.contains("google, microsoft"), "{e}");
+    }
+
+    #[test]
+    fn missing_user_points_at_the_account() {
+        let e = err("[accounts.x]\nprovider = \"microsoft\"\nclient_id = \"c\"\n");
+        assert!(
+            e.contains("config.toml:1:1: account `x` has no `user`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn google_without_secret_says_where_to_find_it() {
+        let e = err(&GOOGLE.replace("client_secret = \"GOCSPX-abc\"\n", ""));
+        assert!(e.contains("has no `client_secret`"), "{e}");
+        assert!(e.contains("Desktop app"), "{e}");
+    }
+
+    #[test]
+    fn custom_account_needs_endpoints_and_scopes() {
+        let e = err("[accounts.x]\nuser = \"u\"\nclient_id = \"c\"\n");
+        assert!(e.contains("has no `auth_url`"), "{e}");
+        let e = err(
+            "[accounts.x]\nuser = \"u\"\nclient_id = \"c\"\nauth_url = \"https://a/\"\ntoken_url = \"https://a/t\"\n",
+        );
+        assert!(e.contains("has no `scopes`"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_endpoint_off_loopback_is_refused() {
+        let e = err(
+            "[accounts.x]\nuser = \"u\"\nclient_id = \"c\"\nauth_url = \"http://id.example/a\"\n",
+        );
+        assert!(
+            e.contains("config.toml:4:12: auth_url must use https"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_duration_and_bad_redirect_host() {
+        let e = err("timeout = \"soon\"\n");
+        assert!(
+            e.contains("config.toml:1:11: `soon` is not a duration"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOGLE}redirect_host = \"example.com\"\n"));
+        assert!(e.contains("not a loopback name"), "{e}");
+    }
+
+    #[test]
+    fn account_names_are_restricted() {
+        let e = err(&GOOGLE.replace("accounts.alice", "accounts.\"a b\""));
+        assert!(e.contains("may use only"), "{e}");
+    }
+
+    #[test]
+    fn unknown_account_lists_known_ones() {
+        let c = parse(GOOGLE).unwrap();
+        let e = c.account("bob").unwrap_err().to_string();
+        assert!(
+            e.contains("no account `bob`") && e.contains("accounts: alice"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn app_password_presets_need_only_a_user() {
+        let c = parse("[accounts.carol]\nprovider = \"icloud\"\nuser = \"carol@icloud.com\"\n")
+            .unwrap();
+        let a = c.account("carol").unwrap();
+        assert!(a.uses_app_password());
+        assert_eq!(a.oauth().unwrap_err().code, crate::error::ExitCode::Usage);
+        assert_eq!(
+            a.imap,
+            Some(Server {
+                host: "imap.mail.me.com".into(),
+                port: 993,
+                tls: Tls::Implicit
+            })
+        );
+        let smtp = a.smtp.as_ref().unwrap();
+        assert_eq!(
+            (&*smtp.host, smtp.port, smtp.tls),
+            ("smtp.mail.me.com", 587, Tls::Starttls)
+        );
+        assert!(a.pop.is_none());
+        for (p, smtp) in [
+            ("fastmail", "smtp.fastmail.com"),
+            ("yahoo", "smtp.mail.yahoo.com"),
+        ] {
+            let c = parse(&format!(
+                "[accounts.x]\nprovider = \"{p}\"\nuser = \"x@y.z\"\n"
+            ))
+            .unwrap();
+            let a = c.account("x").unwrap();
+            assert!(a.uses_app_password(), "{p}");
+            assert_eq!(a.smtp.as_ref().unwrap().host, smtp);
+            assert_eq!(a.smtp.as_ref().unwrap().port, 465);
+            assert_eq!(a.pop.as_ref().unwrap().port, 995);
+        }
+    }
+
+    #[test]
+    fn google_takes_an_app_password_when_asked() {
+        let c = parse(
+            "[accounts.g]\nprovider = \"google\"\nauth = \"password\"\nuser = \"g@gmail.com\"\n",
+        )
+        .unwrap();
+        let a = c.account("g").unwrap();
+        assert!(a.uses_app_password());
+        assert_eq!(a.smtp.as_ref().unwrap().host, "smtp.gmail.com");
+        assert!(
+            !parse(GOOGLE)
+                .unwrap()
+                .account("alice")
+                .unwrap()
+                .uses_app_password()
+        );
+        // A spelled-out account with its own servers.
+        let c = parse(
+            "[accounts.h]\nauth = \"password\"\nuser = \"h@x.org\"\nsmtp = { host = \"mail.x.org\", port = 587 }\n",
+        )
+        .unwrap();
+        assert!(c.account("h").unwrap().uses_app_password());
+    }
+
+    #[test]
+    fn app_password_mistakes_point_at_the_spot() {
+        let e = err(
+            "[accounts.w]\nprovider = \"microsoft\"\nauth = \"password\"\nuser = \"b@c.com\"\n",
+        );
+        assert!(
+            e.contains("config.toml:3:8: provider `microsoft`")
+                && e.contains("does not accept app passwords"),
+            "{e}"
+        );
+        let e = err(&GOOGLE.replace(
+            "provider = \"google\"",
+            "provider = \"google\"\nauth = \"password\"",
+        ));
+        assert!(
+            e.contains("config.toml:2:1: account `alice` signs in with an app password"),
+            "{e}"
+        );
+        assert!(e.contains("client_id, client_secret do not apply"), "{e}");
+        let e =
+            err("[accounts.c]\nprovider = \"icloud\"\nauth = \"oauth\"\nuser = \"c@icloud.com\"\n");
+        assert!(
+            e.contains("config.toml:3:8: provider `icloud` (iCloud Mail) offers no OAuth"),
+            "{e}"
+        );
+        let e = err("[accounts.c]\nauth = \"token\"\nuser = \"c@x.org\"\n");
+        assert!(
+            e.contains("config.toml:2:8: unknown variant `token`"),
+            "{e}"
+        );
+        let e = err("[accounts.c]\nauth = \"password\"\nuser = \"c@x.org\"\n");
+        assert!(
+            e.contains("config.toml:1:1: account `c` has no `smtp`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn store_table_is_checked_too() {
+        let e = err("[store]\nkind = \"vault\"\n");
+        assert!(e.contains("config.toml:2:8"), "{e}");
+        let c = parse("[store]\nkind = \"file\"\npath = \"/tmp/t.json\"\n").unwrap();
+        assert_eq!(c.store.kind, crate::store::StoreKind::File);
+    }
+}

@@ -1,0 +1,160 @@
+//! An account that signs in with OAuth 2.0: the client, the provider's endpoints (the
+//! preset's, with the tenant put in, or the account's own), scopes, extra parameters
+//! of the authorization request, and the loopback redirect.
+
+use super::account::{Auth, OAuth};
+use super::source::{Table, parse_url};
+use crate::error::Result;
+use crate::secret::Secret;
+use toml::Spanned;
+use url::Url;
+
+pub(super) fn resolve(t: &Table) -> Result<Auth> {
+    let (a, name, provider) = (t.raw, t.name, t.provider);
+    if let Some(p) = provider.filter(|p| p.auth_url.is_none())
+        && a.auth_url.is_none()
+    {
+        return Err(t.src.error(
+            Some(t.auth_span()),
+            &format!(
+                "provider `{}` ({}) offers no OAuth to mail programs like this one",
+                p.name, p.title
+            ),
+            Some(format!(
+                "Remove auth = \"oauth\": {} accounts use an app password (`mailtoken set-password {name}`).",
+                p.title
+            )),
+        ));
+    }
+    let client_id = a.client_id.clone().ok_or_else(|| {
+        t.missing(
+            "client_id",
+            "Add client_id = \"...\" from the OAuth client you registered with the provider (see `mailtoken providers`).",
+        )
+    })?;
+    if a.client_secret.is_some() && a.client_secret_cmd.is_some() {
+        return Err(t.src.error(
+            Some(t.span.clone()),
+            &format!("account `{name}` has both client_secret and client_secret_cmd"),
+            Some("Keep one of them.".into()),
+        ));
+    }
+    let tenant = a
+        .tenant
+        .clone()
+        .or_else(|| provider.and_then(|p| p.default_tenant.map(str::to_owned)));
+    if a.tenant.is_some() && provider.is_none_or(|p| p.default_tenant.is_none()) {
+        return Err(t.src.error(
+            Some(t.span.clone()),
+            &format!("account `{name}`: `tenant` applies only to provider = \"microsoft\""),
+            None,
+        ));
+    }
+    let from_preset =
+        |key: &str, own: &Option<Spanned<String>>, preset: Option<&str>| -> Result<Option<Url>> {
+            if let Some(s) = own {
+                return parse_url(t.src, s, key).map(Some);
+            }
+            Ok(preset.map(|u| {
+                let u = u.replace("{tenant}", tenant.as_deref().unwrap_or("common"));
+                Url::parse(&u).expect("preset URLs are valid")
+            }))
+        };
+    let auth_url = from_preset("auth_url", &a.auth_url, provider.and_then(|p| p.auth_url))?
+        .ok_or_else(|| {
+            t.missing(
+                "auth_url",
+                "Set auth_url and token_url, or a provider preset such as provider = \"google\".",
+            )
+        })?;
+    let token_url = from_preset(
+        "token_url",
+        &a.token_url,
+        provider.and_then(|p| p.token_url),
+    )?
+    .ok_or_else(|| {
+        t.missing(
+            "token_url",
+            "Set token_url: the provider's OAuth 2.0 token endpoint.",
+        )
+    })?;
+    let device_url = from_preset(
+        "device_url",
+        &a.device_url,
+        provider.and_then(|p| p.device_url),
+    )?;
+    let revoke_url = from_preset(
+        "revoke_url",
+        &a.revoke_url,
+        provider.and_then(|p| p.revoke_url),
+    )?;
+    let scopes = match (&a.scopes, provider) {
+        (Some(s), _) => s.clone(),
+        (None, Some(p)) if p.auth_url.is_some() => {
+            p.scopes.iter().map(|s| (*s).to_owned()).collect()
+        }
+        (None, _) => {
+            return Err(t.missing(
+                "scopes",
+                "Set scopes = [...]: the scopes that give IMAP/SMTP access, plus offline_access where the provider wants it for a refresh token.",
+            ));
+        }
+    };
+    let mut auth_params: Vec<(String, String)> = provider
+        .map(|p| {
+            p.auth_params
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    for (k, v) in &a.auth_params {
+        auth_params.retain(|(pk, _)| pk != k);
+        auth_params.push((k.clone(), v.clone()));
+    }
+    let client_secret = a.client_secret.clone().map(Secret::new);
+    if provider.is_some_and(|p| p.needs_client_secret)
+        && client_secret.is_none()
+        && a.client_secret_cmd.is_none()
+    {
+        return Err(t.missing(
+            "client_secret",
+            "Google's token endpoint wants the secret of your \"Desktop app\" OAuth client (it is not really secret, RFC 8252 §8.5): add client_secret = \"...\" or client_secret_cmd = \"pass show ...\".",
+        ));
+    }
+    let redirect_host = match &a.redirect_host {
+        Some(h) if ["127.0.0.1", "localhost", "[::1]"].contains(&h.get_ref().as_str()) => {
+            h.get_ref().clone()
+        }
+        Some(h) => {
+            return Err(t.src.error(
+                Some(h.span()),
+                &format!("redirect_host `{}` is not a loopback name", h.get_ref()),
+                Some("Use \"127.0.0.1\", \"localhost\" or \"[::1]\" (RFC 8252 §7.3).".into()),
+            ));
+        }
+        None => provider.map_or("127.0.0.1", |p| p.redirect_host).to_owned(),
+    };
+    let redirect_path = match &a.redirect_path {
+        Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+        Some(p) => {
+            return Err(t
+                .src
+                .error(Some(p.span()), "redirect_path must start with `/`", None));
+        }
+        None => "/".to_owned(),
+    };
+    Ok(Auth::OAuth(Box::new(OAuth {
+        client_id,
+        client_secret,
+        client_secret_cmd: a.client_secret_cmd.clone(),
+        auth_url,
+        token_url,
+        device_url,
+        revoke_url,
+        scopes,
+        auth_params,
+        redirect_host,
+        redirect_path,
+    })))
+}

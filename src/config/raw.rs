@@ -1,0 +1,54 @@
+//! The config file as written: what serde reads from the TOML, with the spans that
+//! errors point at. Nothing here is checked yet; `resolve` does that.
+
+use crate::providers::AuthKind;
+use crate::server::Tls;
+use crate::store::StoreConfig;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use toml::Spanned;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub(super) accounts: BTreeMap<Spanned<String>, Spanned<RawAccount>>,
+    #[serde(default)]
+    pub(super) store: StoreConfig,
+    pub(super) timeout: Option<Spanned<String>>,
+    pub(super) notify_cmd: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccount {
+    pub(super) provider: Option<Spanned<String>>,
+    pub(super) auth: Option<Spanned<AuthKind>>,
+    pub(super) tenant: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) client_id: Option<String>,
+    pub(super) client_secret: Option<String>,
+    pub(super) client_secret_cmd: Option<String>,
+    pub(super) auth_url: Option<Spanned<String>>,
+    pub(super) token_url: Option<Spanned<String>>,
+    pub(super) device_url: Option<Spanned<String>>,
+    pub(super) revoke_url: Option<Spanned<String>>,
+    pub(super) scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) auth_params: BTreeMap<String, String>,
+    pub(super) redirect_host: Option<Spanned<String>>,
+    pub(super) redirect_path: Option<Spanned<String>>,
+    pub(super) imap: Option<RawServer>,
+    pub(super) pop: Option<RawServer>,
+    pub(super) smtp: Option<RawServer>,
+    pub(super) ca_file: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub(super) host: String,
+    pub(super) port: Option<u16>,
+    pub(super) tls: Option<Tls>,
+}

@@ -1,0 +1,101 @@
+//! One account table resolved into an [`Account`]: the name, the provider preset, the
+//! user and the servers, which every account has; then the part that depends on how it
+//! signs in, in `oauth.rs` or `password.rs`.
+
+use super::account::Account;
+use super::raw::{RawAccount, RawServer};
+use super::source::{Source, Table};
+use super::{oauth, password};
+use crate::error::Result;
+use crate::paths::expand_home;
+use crate::providers::{self, AuthKind};
+use crate::server::{Proto, Server, Tls, default_port};
+use std::borrow::Cow;
+use toml::Spanned;
+
+pub(super) fn resolve(
+    src: &Source,
+    name: &Spanned<String>,
+    acct: Spanned<RawAccount>,
+) -> Result<Account> {
+    let span = acct.span();
+    let here = || Some(name.span());
+    let name = name.get_ref().clone();
+    let a = acct.into_inner();
+    if !valid_account_name(&name) {
+        return Err(src.error(
+            here(),
+            &format!("account name `{name}` may use only letters, digits and . _ @ + -"),
+            None,
+        ));
+    }
+    let provider = match &a.provider {
+        Some(p) => Some(providers::find(p.get_ref()).ok_or_else(|| {
+            src.error(
+                Some(p.span()),
+                &format!("unknown provider `{}`", p.get_ref()),
+                Some(format!(
+                    "Known providers: {}. For any other, leave `provider` out and set auth_url, token_url and scopes.",
+                    providers::names()
+                )),
+            )
+        })?),
+        None => None,
+    };
+    let table = Table {
+        src,
+        span,
+        name: &name,
+        provider,
+        raw: &a,
+    };
+    let user = a.user.clone().ok_or_else(|| {
+        table.missing(
+            "user",
+            "Add user = \"you@example.com\": the mail address the servers know you by.",
+        )
+    })?;
+    let server =
+        |own: &Option<RawServer>, preset: Option<&Server>, proto: Proto| -> Option<Server> {
+            let Some(s) = own else {
+                return preset.cloned();
+            };
+            let tls = s
+                .tls
+                .unwrap_or_else(|| s.port.map_or(Tls::Implicit, Tls::for_port));
+            let port = s.port.unwrap_or_else(|| default_port(proto, tls));
+            Some(Server {
+                host: Cow::Owned(s.host.clone()),
+                port,
+                tls,
+            })
+        };
+    let imap = server(&a.imap, provider.and_then(|p| p.imap.as_ref()), Proto::Imap);
+    let pop = server(&a.pop, provider.and_then(|p| p.pop.as_ref()), Proto::Pop);
+    let smtp = server(&a.smtp, provider.and_then(|p| p.smtp.as_ref()), Proto::Smtp);
+    let kind = match &a.auth {
+        Some(k) => *k.get_ref(),
+        None => provider.map_or(AuthKind::Oauth, |p| p.default_auth),
+    };
+    let auth = match kind {
+        AuthKind::Password => password::resolve(&table, &imap, &pop, &smtp)?,
+        AuthKind::Oauth => oauth::resolve(&table)?,
+    };
+    Ok(Account {
+        imap,
+        pop,
+        smtp,
+        ca_file: a.ca_file.clone().map(|p| expand_home(&p)),
+        name,
+        user,
+        provider,
+        auth,
+    })
+}
+
+fn valid_account_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
+}
