@@ -47,7 +47,13 @@ pub enum Command {
         /// Paste the URL the browser was sent to, for machines without a browser.
         #[arg(long, conflicts_with = "no_browser")]
         paste: bool,
-        /// Give up waiting for the browser after this long.
+        /// Log in with a code entered on any other device (RFC 8628 device flow): for
+        /// machines without a browser. Needs a provider with a device endpoint
+        /// (Microsoft; `device_url` for others); Google does not allow it for mail.
+        #[arg(long, conflicts_with_all = ["no_browser", "paste", "port"])]
+        device: bool,
+        /// Give up waiting for the browser after this long (the device flow waits as
+        /// long as its code is valid).
         #[arg(long, value_name = "DUR", default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
     },

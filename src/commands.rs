@@ -41,6 +41,7 @@ pub fn run(cli: Cli) -> Result<()> {
             no_browser,
             port,
             paste,
+            device,
             timeout,
         } => login(
             &account,
@@ -48,6 +49,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 open_browser: !no_browser,
                 port,
                 paste,
+                device,
                 timeout,
             },
         ),

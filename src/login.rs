@@ -1,26 +1,32 @@
 //! `mailtoken login`: the authorization code flow with PKCE for native apps (RFC 8252):
 //! open the browser (or print the URL), receive the code on a loopback listener or from
-//! a pasted URL, exchange it, and store the tokens.
+//! a pasted URL, exchange it, and store the tokens. Or, with `--device`, the device
+//! authorization grant (RFC 8628): show a code to enter on any other device, and wait.
 
 use crate::broker::{Broker, missing_refresh_token_hint, runtime};
 use crate::config::Account;
 use crate::error::{Error, Result};
 use crate::loopback::{self, Callback, LoopbackListener};
-use crate::oauth::OAuthClient;
-use crate::record;
+use crate::oauth::device::{self, Poll};
+use crate::oauth::{OAuthClient, TokenGrant};
+use crate::{qr, record};
 use oauth2::PkceCodeChallenge;
 use std::io::{BufRead, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use url::Url;
 
 pub struct LoginOptions {
     pub open_browser: bool,
     pub port: Option<u16>,
     pub paste: bool,
+    pub device: bool,
     pub timeout: Duration,
 }
 
 pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<()> {
+    if opts.device {
+        return login_device(broker, account);
+    }
     let rt = runtime()?;
     let client = OAuthClient::new(account, broker.config.timeout)?;
     let o = account.oauth()?;
@@ -64,6 +70,11 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
         }
     };
     let grant = rt.block_on(client.exchange_code(code, verifier, &redirect_uri))?;
+    store(broker, account, grant)
+}
+
+/// Stores what a login obtained and says how it went.
+fn store(broker: &Broker, account: &Account, grant: TokenGrant) -> Result<()> {
     let (rec, notes) = broker.save_login(account, grant)?;
     let life = rec.remaining(record::now());
     eprintln!(
@@ -92,6 +103,88 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
         }
     }
     Ok(())
+}
+
+/// `login --device` (RFC 8628): the codes, shown on stderr (and to `notify_cmd`), then
+/// polling until the user has finished elsewhere. Nothing is stored until a token has
+/// come, so a Ctrl-C at any point leaves the store as it was.
+fn login_device(broker: &Broker, account: &Account) -> Result<()> {
+    let name = &account.name;
+    let o = account.oauth()?;
+    // Before any request: a provider whose device flow cannot give mail access.
+    if let Some(why) = account.provider.and_then(|p| p.no_device_flow) {
+        return Err(Error::usage(format!("`--device` cannot log in {name}: {why}"))
+            .with_remedy(format!(
+                "On a machine without a browser, use the browser of another one: either forward the redirect port (`ssh -L 8765:127.0.0.1:8765 HOST`, then `mailtoken login {name} --no-browser --port 8765` on HOST and open the URL on your machine), or `mailtoken login {name} --paste` and paste back the address the browser ends on."
+            )));
+    }
+    let Some(device_url) = &o.device_url else {
+        return Err(Error::config(format!(
+            "account {name} has no device_url: the device login needs the provider's device authorization endpoint"
+        ))
+        .with_remedy(format!(
+            "Set device_url in [accounts.{name}] if the provider has one (RFC 8628), or log in through a browser: `--no-browser` prints the URL, `--paste` takes the address back from another machine."
+        )));
+    };
+    let rt = runtime()?;
+    let client = OAuthClient::new(account, broker.config.timeout)?;
+    let auth = rt.block_on(client.device_authorization(device_url))?;
+    let lifetime = Duration::from_secs(auth.expires_in);
+    eprintln!(
+        "To log in {name} ({}), open this page on any device (a phone will do):\n\n  {}\n\nand enter the code\n\n  {}\n",
+        account.user, auth.verification_uri, auth.user_code
+    );
+    if let Some(complete) = &auth.verification_uri_complete
+        && let Some(code) = qr::render(complete)
+    {
+        eprintln!(
+            "Or scan this QR code, which opens {complete} with the code filled in:\n\n{code}"
+        );
+    }
+    // A headless host's user may not see this terminal: tell them where they are.
+    crate::notify::device_login_waiting(
+        &broker.config,
+        account,
+        &auth.verification_uri,
+        &auth.user_code,
+        auth.verification_uri_complete.as_deref(),
+    );
+    eprintln!(
+        "Waiting for the login (the code is valid for {}; Ctrl-C gives up) ...",
+        humantime::format_duration(lifetime)
+    );
+    let deadline = Instant::now() + lifetime;
+    let mut interval = Duration::from_secs(auth.interval.max(1));
+    let mut said_unreachable = false;
+    let grant = rt.block_on(async {
+        loop {
+            // RFC 8628 §3.5: wait the interval before each poll, the first included.
+            tokio::time::sleep(interval).await;
+            let answer = client.poll_device(&auth).await?;
+            interval = device::next_interval(interval, &answer);
+            match answer {
+                Poll::Granted(grant) => return Ok::<_, Error>(grant),
+                Poll::Unreachable(e) if !said_unreachable => {
+                    eprintln!("(The provider did not answer: {}. Still trying.)", e.message);
+                    said_unreachable = true;
+                }
+                _ => {}
+            }
+            // The server says `expired_token` when the code has expired; this is for one
+            // that cannot be reached by then.
+            if Instant::now() > deadline + interval {
+                return Err(Error::noperm(format!(
+                    "the code {} expired before the login of {name} was finished",
+                    auth.user_code
+                ))
+                .with_remedy(format!(
+                    "Run `mailtoken login {name} --device` again, and enter the new code within {}.",
+                    humantime::format_duration(lifetime)
+                )));
+            }
+        }
+    })?;
+    store(broker, account, grant)
 }
 
 fn denied(account: &Account, error: &str, description: Option<&str>) -> Error {

@@ -31,6 +31,9 @@ pub struct Provider {
     pub auth_url: Option<&'static str>,
     pub token_url: Option<&'static str>,
     pub device_url: Option<&'static str>,
+    /// Why `login --device` cannot work with this provider, and what to do instead:
+    /// said before any request is sent.
+    pub no_device_flow: Option<&'static str>,
     pub revoke_url: Option<&'static str>,
     pub scopes: &'static [&'static str],
     /// Extra query parameters for the authorization request.
@@ -66,6 +69,10 @@ pub static GOOGLE: Provider = Provider {
     token_url: Some("https://oauth2.googleapis.com/token"),
     // Google's device flow rejects the Gmail scope (invalid_scope): no device_url.
     device_url: None,
+    // https://developers.google.com/identity/protocols/oauth2/limited-input-device#allowedscopes
+    no_device_flow: Some(
+        "Google's device flow does not grant the Gmail scope (https://mail.google.com/ is not among the scopes it allows: https://developers.google.com/identity/protocols/oauth2/limited-input-device#allowedscopes)",
+    ),
     revoke_url: Some("https://oauth2.googleapis.com/revoke"),
     scopes: &["https://mail.google.com/"],
     // A refresh token is issued only for offline access, and reliably only when the
@@ -96,6 +103,7 @@ pub static MICROSOFT: Provider = Provider {
     auth_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/authorize"),
     token_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token"),
     device_url: Some("https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode"),
+    no_device_flow: None,
     revoke_url: None,
     scopes: &[
         "https://outlook.office.com/IMAP.AccessAsUser.All",
@@ -129,6 +137,7 @@ pub static ICLOUD: Provider = Provider {
     auth_url: None,
     token_url: None,
     device_url: None,
+    no_device_flow: None,
     revoke_url: None,
     scopes: &[],
     auth_params: &[],
@@ -157,6 +166,7 @@ pub static FASTMAIL: Provider = Provider {
     auth_url: None,
     token_url: None,
     device_url: None,
+    no_device_flow: None,
     revoke_url: None,
     scopes: &[],
     auth_params: &[],
@@ -179,6 +189,7 @@ pub static YAHOO: Provider = Provider {
     auth_url: None,
     token_url: None,
     device_url: None,
+    no_device_flow: None,
     revoke_url: None,
     scopes: &[],
     auth_params: &[],

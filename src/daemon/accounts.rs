@@ -221,7 +221,7 @@ impl Daemon {
         if effect == Effect::NotifyNeedsLogin {
             let (b, a) = (self.broker(), account.clone());
             let reason = reason.unwrap_or_default();
-            tokio::task::spawn_blocking(move || super::notify::needs_login(&b.config, &a, &reason));
+            tokio::task::spawn_blocking(move || crate::notify::needs_login(&b.config, &a, &reason));
         }
     }
 

@@ -7,12 +7,11 @@
 //! - `refresher.rs`: one task per account, waking when its next job is due;
 //! - `connection.rs`: a client's requests and their replies;
 //! - `reload.rs`: SIGHUP;
-//! - `socket.rs`, `timer.rs`, `notify.rs`: the listening socket, wall-clock sleeps, and
-//!   telling the user that an account needs a login.
+//! - `socket.rs`, `timer.rs`: the listening socket and wall-clock sleeps (telling the
+//!   user that an account needs a login is `crate::notify`).
 
 mod accounts;
 mod connection;
-pub mod notify;
 mod refresher;
 mod reload;
 pub mod socket;

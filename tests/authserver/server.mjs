@@ -109,6 +109,8 @@ const googleClient = (clientId) => ({
 const clients = [
   nativeClient('native-cli'),
   nativeClient('native-short'),
+  // Device codes that expire in seconds, for the expired_token test.
+  nativeClient('native-device-short'),
   googleClient('google-desktop'),
   googleClient('google-short'),
   {
@@ -124,6 +126,8 @@ const clients = [
 const ROTATING_CLIENTS = new Set(['native-cli', 'native-short']); // Microsoft-like
 const GOOGLE_CLIENTS = new Set(['google-desktop', 'google-short']); // Google-like
 const SHORT_TTL_CLIENTS = new Set(['native-short', 'google-short']);
+// Seconds the device codes of native-device-short live.
+const DEVICE_SHORT_TTL = 8;
 const INTROSPECTING_RESOURCE_SERVERS = new Set(['mail-rs']);
 
 // Authorization codes issued with access_type=offline (Google clients only),
@@ -262,7 +266,9 @@ const configuration = {
         : ACCESS_TOKEN_TTL
     ),
     AuthorizationCode: 60,
-    DeviceCode: 600,
+    DeviceCode: (ctx, token, client) => (
+      (client?.clientId ?? token?.clientId) === 'native-device-short' ? DEVICE_SHORT_TTL : 600
+    ),
     Grant: 14 * 24 * 60 * 60,
     IdToken: 3600,
     Interaction: 3600,

@@ -10,6 +10,7 @@ mod authserver_selftest;
 mod cli;
 mod concurrency;
 mod daemon;
+mod device_login;
 mod faults;
 mod git_send_email;
 mod keyring_login;

@@ -25,6 +25,8 @@ pub const NATIVE_CLIENT: &str = "native-cli";
 /// Like [`NATIVE_CLIENT`] with short-lived access tokens
 /// (`AUTHSERVER_SHORT_TTL`, default 6 s).
 pub const NATIVE_SHORT_CLIENT: &str = "native-short";
+/// Same as [`NATIVE_CLIENT`], with device codes that expire 8 s after they are issued.
+pub const NATIVE_DEVICE_SHORT_CLIENT: &str = "native-device-short";
 /// Google-style "Desktop app" client (`client_secret_post` with
 /// [`GOOGLE_CLIENT_SECRET`]); `access_type=offline` yields a refresh token,
 /// which does not rotate.

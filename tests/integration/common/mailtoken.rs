@@ -47,16 +47,18 @@ pub enum Client {
     GoogleShort,
     /// Public client asked without offline_access: no refresh token.
     NativeNoOffline,
+    /// Public client whose device codes expire within seconds.
+    NativeDeviceShort,
 }
 
 pub fn account_toml(name: &str, login: &str, client: Client) -> String {
     let issuer = authserver::issuer();
     let (id, secret, scopes, params) = match client {
-        Client::Native | Client::NativeShort => (
-            if matches!(client, Client::Native) {
-                authserver::NATIVE_CLIENT
-            } else {
-                authserver::NATIVE_SHORT_CLIENT
+        Client::Native | Client::NativeShort | Client::NativeDeviceShort => (
+            match client {
+                Client::Native => authserver::NATIVE_CLIENT,
+                Client::NativeShort => authserver::NATIVE_SHORT_CLIENT,
+                _ => authserver::NATIVE_DEVICE_SHORT_CLIENT,
             },
             None,
             r#"["openid", "email", "mail", "offline_access"]"#,
@@ -80,7 +82,8 @@ pub fn account_toml(name: &str, login: &str, client: Client) -> String {
         .unwrap_or_default();
     format!(
         "[accounts.{name}]\nuser = \"{login}\"\nauth_url = \"{issuer}/auth\"\ntoken_url = \"{issuer}/token\"\n\
-         revoke_url = \"{issuer}/token/revocation\"\nclient_id = \"{id}\"\n{secret}scopes = {scopes}\nauth_params = {params}\n"
+         device_url = \"{issuer}/device/auth\"\nrevoke_url = \"{issuer}/token/revocation\"\nclient_id = \"{id}\"\n\
+         {secret}scopes = {scopes}\nauth_params = {params}\n"
     )
 }
 

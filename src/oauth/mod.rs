@@ -1,7 +1,10 @@
 //! Talking to the provider's OAuth 2.0 endpoints (RFC 6749, 7636, 7009): the
-//! authorization URL, the code exchange, the refresh, the revocation. Every answer is
+//! authorization URL, the code exchange, the refresh, the revocation; the device flow
+//! (RFC 8628) is in `device.rs`. Every answer is
 //! classified before it reaches a person: a 503, a hang, an HTML page from a captive
 //! portal and a rejected refresh token each get their own words and exit code.
+
+pub mod device;
 
 use crate::config::{Account, OAuth};
 use crate::error::{Error, ExitCode, Result, chain};
@@ -23,6 +26,19 @@ pub struct TokenGrant {
     pub refresh_token: Option<Secret>,
     pub expires_in: Option<Duration>,
     pub scopes: Option<Vec<String>>,
+}
+
+impl From<BasicTokenResponse> for TokenGrant {
+    fn from(t: BasicTokenResponse) -> TokenGrant {
+        TokenGrant {
+            access_token: Secret::new(t.access_token().secret().clone()),
+            refresh_token: t.refresh_token().map(|r| Secret::new(r.secret().clone())),
+            expires_in: t.expires_in(),
+            scopes: t
+                .scopes()
+                .map(|s| s.iter().map(|x| x.to_string()).collect()),
+        }
+    }
 }
 
 /// A token request that failed: the words for people, and what kind of failure it is,
@@ -134,11 +150,12 @@ fn screen(status: u16, content_type: &str, body: &[u8]) -> std::result::Result<(
     }
 }
 
-async fn send(
+/// One HTTP exchange: the status, the content type (lower case) and the body, or why
+/// there was no answer.
+async fn fetch(
     http: &reqwest::Client,
-    req: oauth2::HttpRequest,
-) -> std::result::Result<oauth2::HttpResponse, HttpFault> {
-    let req = reqwest::Request::try_from(req).map_err(|e| HttpFault::Other(chain(&e)))?;
+    req: reqwest::Request,
+) -> std::result::Result<(u16, String, Vec<u8>), HttpFault> {
     let resp = http.execute(req).await.map_err(|e| {
         if e.is_timeout() {
             HttpFault::Timeout
@@ -148,8 +165,13 @@ async fn send(
             HttpFault::Other(chain(&e))
         }
     })?;
-    let status = resp.status();
-    let headers = resp.headers().clone();
+    let status = resp.status().as_u16();
+    let content_type = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let body = resp.bytes().await.map_err(|e| {
         if e.is_timeout() {
             HttpFault::Timeout
@@ -157,18 +179,23 @@ async fn send(
             HttpFault::Other(chain(&e))
         }
     })?;
-    let content_type = headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    screen(status.as_u16(), &content_type, &body)?;
-    let mut b = oauth2::http::Response::builder().status(status.as_u16());
+    Ok((status, content_type, body.to_vec()))
+}
+
+/// oauth2's HTTP client: `fetch`, screened, so that oauth2 only ever parses answers
+/// that look like OAuth.
+async fn send(
+    http: &reqwest::Client,
+    req: oauth2::HttpRequest,
+) -> std::result::Result<oauth2::HttpResponse, HttpFault> {
+    let req = reqwest::Request::try_from(req).map_err(|e| HttpFault::Other(chain(&e)))?;
+    let (status, content_type, body) = fetch(http, req).await?;
+    screen(status, &content_type, &body)?;
+    let mut b = oauth2::http::Response::builder().status(status);
     // oauth2 insists on a JSON content type; a JSON body mislabelled as text/plain (seen
     // at some providers) was already checked above, so label it honestly here.
     b = b.header(reqwest::header::CONTENT_TYPE, "application/json");
-    b.body(body.to_vec())
-        .map_err(|e| HttpFault::Other(e.to_string()))
+    b.body(body).map_err(|e| HttpFault::Other(e.to_string()))
 }
 
 /// Builds the HTTP client for an account's token endpoint.
@@ -375,14 +402,7 @@ impl<'a> OAuthClient<'a> {
         step: Step,
     ) -> Result<TokenGrant, TokenError> {
         match resp {
-            Ok(t) => Ok(TokenGrant {
-                access_token: Secret::new(t.access_token().secret().clone()),
-                refresh_token: t.refresh_token().map(|r| Secret::new(r.secret().clone())),
-                expires_in: t.expires_in(),
-                scopes: t
-                    .scopes()
-                    .map(|s| s.iter().map(|x| x.to_string()).collect()),
-            }),
+            Ok(t) => Ok(TokenGrant::from(t)),
             Err(e) => Err(classify(self.account, self.oauth, self.timeout, step, e)),
         }
     }
@@ -392,6 +412,8 @@ impl<'a> OAuthClient<'a> {
 enum Step {
     Login,
     Refresh,
+    /// Polling for a device login (RFC 8628).
+    Device,
 }
 
 /// Plain words for why a provider rejects a refresh token (provider-facts.md).
@@ -424,10 +446,11 @@ fn classify(
     let what = match step {
         Step::Login => "exchanging the authorization code",
         Step::Refresh => "refreshing the access token",
+        Step::Device => "waiting for the device login",
     };
     let keep = match step {
         Step::Refresh => " The stored tokens are kept.",
-        Step::Login => "",
+        Step::Login | Step::Device => "",
     };
     let (kind, error) = match e {
         RequestTokenError::ServerResponse(r) => {
@@ -444,7 +467,7 @@ fn classify(
                     ))
                     .with_remedy(format!("Run `mailtoken login {name}` to log in again.")),
                 ),
-                (BasicErrorResponseType::InvalidGrant, Step::Login) => (
+                (BasicErrorResponseType::InvalidGrant, Step::Login | Step::Device) => (
                     Rejected,
                     Error::noperm(format!(
                         "the provider rejected the authorization code for {name} (invalid_grant{desc})"
