@@ -192,16 +192,18 @@ impl OAuthClient<'_> {
         let desc = e
             .error_description
             .as_deref()
-            .map(|d| format!(": {d}"))
+            .map(|d| format!(": {}", super::microsoft::first_line(d)))
             .unwrap_or_default();
         let again = format!("Run `mailtoken login {name} --device` again");
         match e.error.as_str() {
             "authorization_pending" => Ok(Poll::Pending),
             "slow_down" => Ok(Poll::SlowDown),
-            "access_denied" => Err(TokenError {
+            // Microsoft says `authorization_declined` for RFC 8628's `access_denied`.
+            "access_denied" | "authorization_declined" => Err(TokenError {
                 kind: FailureKind::Rejected,
                 error: Error::noperm(format!(
-                    "the device login of {name} was declined (access_denied{desc})"
+                    "the device login of {name} was declined ({}{desc})",
+                    e.error
                 ))
                 .with_remedy(format!(
                     "{again} and approve the request, signed in as {}.",

@@ -5,6 +5,7 @@
 //! portal and a rejected refresh token each get their own words and exit code.
 
 pub mod device;
+pub mod microsoft;
 
 use crate::config::{Account, OAuth};
 use crate::error::{Error, ExitCode, Result, chain};
@@ -455,7 +456,22 @@ fn classify(
     let (kind, error) = match e {
         RequestTokenError::ServerResponse(r) => {
             let code = r.error().as_ref().to_owned();
-            let desc = r.error_description().map(|d| format!(": {d}")).unwrap_or_default();
+            // Only the sentence: Microsoft appends trace, correlation and time lines.
+            let desc = r
+                .error_description()
+                .map(|d| format!(": {}", microsoft::first_line(d)))
+                .unwrap_or_default();
+            // Microsoft's AADSTS code says what the OAuth `error` does not.
+            if let Some(x) = r.error_description().and_then(|d| microsoft::explain(d)) {
+                let exit = match x.kind {
+                    Config => ExitCode::Config,
+                    Temporary => ExitCode::TempFail,
+                    _ => ExitCode::NoPerm,
+                };
+                let error = Error::new(exit, format!("{what} for {name}: {} ({code}{desc})", x.meaning))
+                    .with_remedy(x.remedy.replace("{name}", name));
+                return TokenError { kind: x.kind, error };
+            }
             match (r.error(), step) {
                 // RFC 6749 §5.2: the grant (refresh token or code) is invalid, expired
                 // or revoked. Only a login gets a new one.
