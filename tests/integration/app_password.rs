@@ -55,16 +55,7 @@ fn dovecot_account(name: &str, user: &str, host: &str) -> String {
 
 /// `mailtoken set-password ACCOUNT` with `input` on stdin (a pipe, not a terminal).
 fn set_password(env: &Env, account: &str, input: &str) -> Output {
-    let mut child = env
-        .cmd()
-        .args(["set-password", account])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    write_stdin(&mut child, input);
-    child.wait_with_output().unwrap()
+    run_with_stdin(env.cmd().args(["set-password", account]), input)
 }
 
 #[test]
