@@ -32,12 +32,17 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
     let o = account.oauth()?;
     let (callback, redirect_uri, verifier) = rt.block_on(async {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let redirect = &o.redirect;
+        let port = opts.port.or(redirect.port);
         if opts.paste {
-            let port = match opts.port {
-                Some(p) => p,
-                None => free_port().await?,
+            // Nothing listens, so the port only has to be one the provider accepts: the
+            // registered `https://localhost` as it is, or some free port for http.
+            let port = match (port, redirect.https) {
+                (Some(p), _) => Some(p),
+                (None, true) => None,
+                (None, false) => Some(free_port().await?),
             };
-            let redirect_uri = loopback::redirect_uri(&o.redirect_host, port, &o.redirect_path)?;
+            let redirect_uri = redirect.uri(port)?;
             let (url, state) = client.authorize_url(&redirect_uri, challenge);
             eprintln!(
                 "Open this URL in a browser on any machine and log in as {}:\n\n  {url}\n\n\
@@ -48,10 +53,21 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
             let cb = read_pasted(&redirect_uri, state.secret())?;
             Ok::<_, Error>((cb, redirect_uri, verifier))
         } else {
-            let listener = LoopbackListener::bind(&o.redirect_host, &o.redirect_path, opts.port.unwrap_or(0)).await?;
-            let redirect_uri = listener.redirect_uri().clone();
+            let listener =
+                LoopbackListener::bind(redirect, port.unwrap_or(0), opts.timeout).await?;
+            let redirect_uri = listener.redirect_uri().to_owned();
             let (url, state) = client.authorize_url(&redirect_uri, challenge);
             eprintln!("To log in {} ({}), open this URL:\n\n  {url}\n", account.name, account.user);
+            if let Some(fingerprint) = listener.fingerprint() {
+                eprintln!(
+                    "The browser comes back to {redirect_uri}, which the client's registration \
+                     requires to be https. No authority can vouch for a certificate of localhost, so \
+                     mailtoken made one for this login, and the browser will warn that the connection \
+                     is not private. That is expected here: continue (Chromium: Advanced > Proceed to \
+                     localhost; Firefox: Advanced > Accept the Risk). The certificate's SHA-256 \
+                     fingerprint is\n\n  {fingerprint}\n"
+                );
+            }
             if opts.open_browser {
                 match open::that_detached(url.as_str()) {
                     Ok(()) => eprintln!("(A browser window should have opened.)"),
@@ -213,7 +229,7 @@ async fn free_port() -> Result<u16> {
         .map_err(|e| Error::software(e.to_string()))
 }
 
-fn read_pasted(redirect_uri: &Url, state: &str) -> Result<Callback> {
+fn read_pasted(redirect_uri: &str, state: &str) -> Result<Callback> {
     eprint!("Paste the URL: ");
     let _ = std::io::stderr().flush();
     let mut line = String::new();
@@ -225,7 +241,7 @@ fn read_pasted(redirect_uri: &Url, state: &str) -> Result<Callback> {
 }
 
 /// Validates a pasted redirect URL exactly as the listener validates a request.
-pub fn check_pasted(pasted: &str, redirect_uri: &Url, state: &str) -> Result<Callback> {
+pub fn check_pasted(pasted: &str, redirect_uri: &str, state: &str) -> Result<Callback> {
     if pasted.is_empty() {
         return Err(Error::data("nothing was pasted")
             .with_remedy("Run the login again and paste the address the browser was sent to."));
@@ -235,6 +251,8 @@ pub fn check_pasted(pasted: &str, redirect_uri: &Url, state: &str) -> Result<Cal
             "Paste the whole address from the browser's address bar; it starts with {redirect_uri}"
         ))
     })?;
+    let redirect_uri = Url::parse(redirect_uri)
+        .map_err(|e| Error::software(format!("redirect URI {redirect_uri}: {e}")))?;
     let same_place = url.scheme() == redirect_uri.scheme()
         && url.host_str() == redirect_uri.host_str()
         && url.port_or_known_default() == redirect_uri.port_or_known_default()
@@ -254,13 +272,13 @@ pub fn check_pasted(pasted: &str, redirect_uri: &Url, state: &str) -> Result<Cal
 mod tests {
     use super::*;
 
-    fn uri() -> Url {
-        Url::parse("http://127.0.0.1:4321/").unwrap()
+    fn uri() -> &'static str {
+        "http://127.0.0.1:4321/"
     }
 
     #[test]
     fn pasted_url_with_the_right_state_gives_the_code() {
-        let cb = check_pasted("http://127.0.0.1:4321/?code=C&state=S&iss=x", &uri(), "S").unwrap();
+        let cb = check_pasted("http://127.0.0.1:4321/?code=C&state=S&iss=x", uri(), "S").unwrap();
         assert_eq!(cb, Callback::Code("C".into()));
     }
 
@@ -276,7 +294,7 @@ mod tests {
             ),
             ("http://127.0.0.1:4321/?code=C&state=T", "does not match"),
         ] {
-            let e = check_pasted(text, &uri(), "S").unwrap_err();
+            let e = check_pasted(text, uri(), "S").unwrap_err();
             assert_eq!(e.code, crate::error::ExitCode::DataErr, "{text}");
             assert!(e.message.contains(needle), "{text}: {e}");
         }

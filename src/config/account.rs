@@ -40,10 +40,69 @@ pub struct OAuth {
     pub revoke_url: Option<Url>,
     pub scopes: Vec<String>,
     pub auth_params: Vec<(String, String)>,
-    /// Host of the loopback redirect URI: `127.0.0.1`, `localhost` or `[::1]`.
-    pub redirect_host: String,
-    /// Path of the loopback redirect URI; must match what the client registered.
-    pub redirect_path: String,
+    /// Microsoft's tenant (`common`, `organizations`, ...), in the endpoint URLs.
+    pub tenant: Option<String>,
+    pub redirect: Redirect,
+}
+
+/// The loopback redirect URI as the client registered it (RFC 8252 §7.3): scheme, host
+/// and path; the port is the listener's, unless the registration fixed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redirect {
+    /// `https://localhost` registrations (Thunderbird's public Microsoft one, say): the
+    /// listener speaks TLS with a certificate made for the one login.
+    pub https: bool,
+    /// `127.0.0.1`, `localhost` or `[::1]`.
+    pub host: String,
+    /// A port the registration fixes; otherwise any free one (or `--port`).
+    pub port: Option<u16>,
+    /// As the client registered it, `/...` or empty: Microsoft compares the rest of a
+    /// localhost redirect as a string, so `https://localhost` must not become
+    /// `https://localhost/`.
+    pub path: String,
+}
+
+impl Redirect {
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
+    /// The URI sent to the provider, spelled as registered, for a listener on `port`
+    /// (`None`: no port at all, the redirect of a pasted `https://localhost` login).
+    pub fn uri(&self, port: Option<u16>) -> Result<String> {
+        let (scheme, host, path) = (self.scheme(), &self.host, &self.path);
+        let text = match port {
+            Some(p) => format!("{scheme}://{host}:{p}{path}"),
+            None => format!("{scheme}://{host}{path}"),
+        };
+        Url::parse(&text).map_err(|e| Error::config(format!("redirect URI {text}: {e}")))?;
+        Ok(text)
+    }
+
+    /// The path the listener answers on (an empty one is `/` on the wire).
+    pub fn route(&self) -> &str {
+        if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        }
+    }
+
+    /// For `status` and `providers`: `https://localhost:PORT/` and what listens there.
+    pub fn describe(&self) -> String {
+        let port = self.port.map_or("PORT".to_owned(), |p| p.to_string());
+        let what = if self.https {
+            "TLS loopback listener with a certificate made for each login; or --paste"
+        } else {
+            "loopback listener; or --paste"
+        };
+        format!(
+            "{}://{}:{port}{} ({what})",
+            self.scheme(),
+            self.host,
+            self.path
+        )
+    }
 }
 
 impl Account {

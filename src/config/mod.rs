@@ -14,7 +14,7 @@ mod raw;
 mod resolve;
 mod source;
 
-pub use account::{Account, Auth, OAuth};
+pub use account::{Account, Auth, OAuth, Redirect};
 
 use crate::error::{Error, Result};
 use crate::store::StoreConfig;
@@ -195,7 +195,7 @@ client_secret = "GOCSPX-abc"
         );
         assert_eq!(a.imap.as_ref().unwrap().host, "imap.gmail.com");
         assert_eq!(a.smtp.as_ref().unwrap().port, 465);
-        assert_eq!(a.oauth().unwrap().redirect_host, "127.0.0.1");
+        assert_eq!(a.oauth().unwrap().redirect.host, "127.0.0.1");
         assert_eq!(c.timeout, DEFAULT_TIMEOUT);
     }
 
@@ -218,7 +218,7 @@ client_secret = "GOCSPX-abc"
                 .any(|s| s == "offline_access")
         );
         assert_eq!(a.smtp.as_ref().unwrap().tls, Tls::Starttls);
-        assert_eq!(a.oauth().unwrap().redirect_host, "localhost");
+        assert_eq!(a.oauth().unwrap().redirect.host, "localhost");
     }
 
     #[test]
@@ -235,6 +235,114 @@ client_secret = "GOCSPX-abc"
                 .token_url
                 .as_str()
                 .contains("/common/")
+        );
+    }
+
+    const MS: &str =
+        "[accounts.w]\nprovider = \"microsoft\"\nuser = \"b@c.com\"\nclient_id = \"x\"\n";
+
+    #[test]
+    fn microsoft_tenants_go_into_every_endpoint() {
+        for (tenant, expect) in [
+            ("organizations", "organizations"),
+            ("consumers", "consumers"),
+            (
+                "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "72f988bf-86f1-41af-91ab-2d7cd011db47",
+            ),
+            ("Contoso.onmicrosoft.com", "contoso.onmicrosoft.com"),
+        ] {
+            let c = parse(&format!("{MS}tenant = \"{tenant}\"\n")).unwrap();
+            let o = c.account("w").unwrap().oauth().unwrap().clone();
+            assert_eq!(o.tenant.as_deref(), Some(expect));
+            for url in [&o.auth_url, &o.token_url, o.device_url.as_ref().unwrap()] {
+                assert!(
+                    url.path().starts_with(&format!("/{expect}/oauth2/v2.0/")),
+                    "{url}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_tenant_that_cannot_be_one_points_at_itself() {
+        for bad in ["", "contoso/evil", "a b", "x..y", "-x.com"] {
+            let e = err(&format!("{MS}tenant = \"{bad}\"\n"));
+            assert!(e.contains("config.toml:5:10: tenant"), "{bad}: {e}");
+            assert!(e.contains("is not a tenant name, ID or domain"), "{e}");
+            assert!(e.contains("organizations (work or school only)"), "{e}");
+        }
+        let e = err(&format!("{GOOGLE}tenant = \"organizations\"\n"));
+        assert!(
+            e.contains("applies only to provider = \"microsoft\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn redirect_uri_as_registered_sets_scheme_host_port_and_path() {
+        for (text, https, host, port, path) in [
+            ("https://localhost", true, "localhost", None, ""),
+            (
+                "https://localhost/mail/cb",
+                true,
+                "localhost",
+                None,
+                "/mail/cb",
+            ),
+            (
+                "http://127.0.0.1:8765/",
+                false,
+                "127.0.0.1",
+                Some(8765),
+                "/",
+            ),
+            ("http://[::1]/x", false, "[::1]", None, "/x"),
+        ] {
+            let c = parse(&format!("{MS}redirect_uri = \"{text}\"\n")).unwrap();
+            let r = c.account("w").unwrap().oauth().unwrap().redirect.clone();
+            assert_eq!(
+                r,
+                Redirect {
+                    https,
+                    host: host.into(),
+                    port,
+                    path: path.into()
+                },
+                "{text}"
+            );
+        }
+        let c = parse(MS).unwrap();
+        let r = &c.account("w").unwrap().oauth().unwrap().redirect;
+        assert_eq!(r.uri(Some(4242)).unwrap(), "http://localhost:4242/");
+        let https = Redirect {
+            https: true,
+            path: String::new(),
+            ..r.clone()
+        };
+        assert_eq!(https.uri(None).unwrap(), "https://localhost");
+        assert_eq!(https.uri(Some(4242)).unwrap(), "https://localhost:4242");
+        assert_eq!(https.route(), "/");
+    }
+
+    #[test]
+    fn a_redirect_uri_that_cannot_reach_us_is_refused_where_it_is_written() {
+        for (text, needle) in [
+            ("https://example.com/", "is not a loopback address"),
+            ("ms-appx-web://x/", "has the scheme `ms-appx-web`"),
+            ("https://localhost/?a=b", "has a query"),
+            ("localhost", "is not a URL"),
+        ] {
+            let e = err(&format!("{MS}redirect_uri = \"{text}\"\n"));
+            assert!(e.contains("config.toml:5:16: redirect_uri"), "{text}: {e}");
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+        let e = err(&format!(
+            "{MS}redirect_uri = \"https://localhost\"\nredirect_path = \"/x\"\n"
+        ));
+        assert!(
+            e.contains("config.toml:6:17: redirect_uri already says"),
+            "{e}"
         );
     }
 

@@ -2,7 +2,7 @@
 //! preset's, with the tenant put in, or the account's own), scopes, extra parameters
 //! of the authorization request, and the loopback redirect.
 
-use super::account::{Auth, OAuth};
+use super::account::{Auth, OAuth, Redirect};
 use super::source::{Table, parse_url};
 use crate::error::Result;
 use crate::secret::Secret;
@@ -39,17 +39,19 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
             Some("Keep one of them.".into()),
         ));
     }
-    let tenant = a
-        .tenant
-        .clone()
-        .or_else(|| provider.and_then(|p| p.default_tenant.map(str::to_owned)));
-    if a.tenant.is_some() && provider.is_none_or(|p| p.default_tenant.is_none()) {
+    if let Some(own) = &a.tenant
+        && provider.is_none_or(|p| p.default_tenant.is_none())
+    {
         return Err(t.src.error(
-            Some(t.span.clone()),
+            Some(own.span()),
             &format!("account `{name}`: `tenant` applies only to provider = \"microsoft\""),
             None,
         ));
     }
+    let tenant = match &a.tenant {
+        Some(own) => Some(tenant_name(t, own)?),
+        None => provider.and_then(|p| p.default_tenant.map(str::to_owned)),
+    };
     let from_preset =
         |key: &str, own: &Option<Spanned<String>>, preset: Option<&str>| -> Result<Option<Url>> {
             if let Some(s) = own {
@@ -122,28 +124,7 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
             "Google's token endpoint wants the secret of your \"Desktop app\" OAuth client (it is not really secret, RFC 8252 §8.5): add client_secret = \"...\" or client_secret_cmd = \"pass show ...\".",
         ));
     }
-    let redirect_host = match &a.redirect_host {
-        Some(h) if ["127.0.0.1", "localhost", "[::1]"].contains(&h.get_ref().as_str()) => {
-            h.get_ref().clone()
-        }
-        Some(h) => {
-            return Err(t.src.error(
-                Some(h.span()),
-                &format!("redirect_host `{}` is not a loopback name", h.get_ref()),
-                Some("Use \"127.0.0.1\", \"localhost\" or \"[::1]\" (RFC 8252 §7.3).".into()),
-            ));
-        }
-        None => provider.map_or("127.0.0.1", |p| p.redirect_host).to_owned(),
-    };
-    let redirect_path = match &a.redirect_path {
-        Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
-        Some(p) => {
-            return Err(t
-                .src
-                .error(Some(p.span()), "redirect_path must start with `/`", None));
-        }
-        None => "/".to_owned(),
-    };
+    let redirect = redirect(t)?;
     Ok(Auth::OAuth(Box::new(OAuth {
         client_id,
         client_secret,
@@ -154,7 +135,121 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
         revoke_url,
         scopes,
         auth_params,
-        redirect_host,
-        redirect_path,
+        tenant,
+        redirect,
     })))
+}
+
+/// A Microsoft tenant as the authority URL takes it: `common`, `organizations`,
+/// `consumers`, a directory (tenant) ID, or one of the tenant's domain names.
+/// https://learn.microsoft.com/en-us/entra/identity-platform/msal-client-application-configuration#authority
+fn tenant_name(t: &Table, own: &Spanned<String>) -> Result<String> {
+    let v = own.get_ref().trim();
+    let domain_like = !v.is_empty()
+        && v.len() <= 253
+        && v.split('.').all(|label| {
+            !label.is_empty()
+                && !label.starts_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if domain_like {
+        return Ok(v.to_ascii_lowercase());
+    }
+    Err(t.src.error(
+        Some(own.span()),
+        &format!("tenant `{}` is not a tenant name, ID or domain", own.get_ref()),
+        Some(
+            "Use common (work and personal accounts), organizations (work or school only), consumers (personal Microsoft accounts only), your directory (tenant) ID such as 72f988bf-86f1-41af-91ab-2d7cd011db47, or a domain of the tenant such as contoso.onmicrosoft.com."
+                .into(),
+        ),
+    ))
+}
+
+const LOOPBACK_HOSTS: [&str; 3] = ["127.0.0.1", "localhost", "[::1]"];
+
+/// The redirect URI: `redirect_uri` as the client registered it (`https://localhost`
+/// included), or the older `redirect_host` and `redirect_path`, or the preset's host.
+fn redirect(t: &Table) -> Result<Redirect> {
+    let a = t.raw;
+    let Some(text) = &a.redirect_uri else {
+        return redirect_from_parts(t);
+    };
+    if let Some(other) = a.redirect_host.as_ref().or(a.redirect_path.as_ref()) {
+        return Err(t.src.error(
+            Some(other.span()),
+            "redirect_uri already says where the browser comes back: redirect_host and redirect_path go with it",
+            Some("Keep redirect_uri and remove redirect_host and redirect_path.".into()),
+        ));
+    }
+    let bad = |why: &str| {
+        t.src.error(
+            Some(text.span()),
+            &format!("redirect_uri `{}` {why}", text.get_ref()),
+            Some(
+                "Use the loopback redirect URI the client registered: http://localhost, http://127.0.0.1, \
+                 https://localhost (a path may follow; RFC 8252 §7.3)."
+                    .into(),
+            ),
+        )
+    };
+    let url = Url::parse(text.get_ref()).map_err(|e| bad(&format!("is not a URL ({e})")))?;
+    let https = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        // Private-use schemes (RFC 8252 §7.1) need the OS to hand the URI to us.
+        other => {
+            return Err(bad(&format!(
+                "has the scheme `{other}`: mailtoken listens on loopback, over http or https"
+            )));
+        }
+    };
+    let host = url.host_str().unwrap_or_default();
+    if !LOOPBACK_HOSTS.contains(&host) {
+        return Err(bad("is not a loopback address"));
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(bad(
+            "has a query, a fragment or a user name, which a redirect URI cannot have",
+        ));
+    }
+    // The path as written: `Url` would turn `https://localhost` into `https://localhost/`.
+    let written = text.get_ref().trim();
+    let after_scheme = &written[written.find("://").map_or(0, |i| i + 3)..];
+    let path = after_scheme.find('/').map_or("", |i| &after_scheme[i..]);
+    Ok(Redirect {
+        https,
+        host: host.to_owned(),
+        port: url.port(),
+        path: path.to_owned(),
+    })
+}
+
+fn redirect_from_parts(t: &Table) -> Result<Redirect> {
+    let (a, provider) = (t.raw, t.provider);
+    let host = match &a.redirect_host {
+        Some(h) if LOOPBACK_HOSTS.contains(&h.get_ref().as_str()) => h.get_ref().clone(),
+        Some(h) => {
+            return Err(t.src.error(
+                Some(h.span()),
+                &format!("redirect_host `{}` is not a loopback name", h.get_ref()),
+                Some("Use \"127.0.0.1\", \"localhost\" or \"[::1]\" (RFC 8252 §7.3).".into()),
+            ));
+        }
+        None => provider.map_or("127.0.0.1", |p| p.redirect_host).to_owned(),
+    };
+    let path = match &a.redirect_path {
+        Some(p) if p.get_ref().starts_with('/') => p.get_ref().clone(),
+        Some(p) => {
+            return Err(t
+                .src
+                .error(Some(p.span()), "redirect_path must start with `/`", None));
+        }
+        None => "/".to_owned(),
+    };
+    Ok(Redirect {
+        https: false,
+        host,
+        port: None,
+        path,
+    })
 }

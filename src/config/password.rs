@@ -39,6 +39,7 @@ pub(super) fn resolve(
         ("revoke_url", a.revoke_url.is_some()),
         ("scopes", a.scopes.is_some()),
         ("auth_params", !a.auth_params.is_empty()),
+        ("redirect_uri", a.redirect_uri.is_some()),
         ("redirect_host", a.redirect_host.is_some()),
         ("redirect_path", a.redirect_path.is_some()),
     ]

@@ -25,7 +25,7 @@ pub(super) struct RawConfig {
 pub(super) struct RawAccount {
     pub(super) provider: Option<Spanned<String>>,
     pub(super) auth: Option<Spanned<AuthKind>>,
-    pub(super) tenant: Option<String>,
+    pub(super) tenant: Option<Spanned<String>>,
     pub(super) user: Option<String>,
     pub(super) client_id: Option<String>,
     pub(super) client_secret: Option<String>,
@@ -37,6 +37,7 @@ pub(super) struct RawAccount {
     pub(super) scopes: Option<Vec<String>>,
     #[serde(default)]
     pub(super) auth_params: BTreeMap<String, String>,
+    pub(super) redirect_uri: Option<Spanned<String>>,
     pub(super) redirect_host: Option<Spanned<String>>,
     pub(super) redirect_path: Option<Spanned<String>>,
     pub(super) imap: Option<RawServer>,

@@ -296,13 +296,11 @@ impl<'a> OAuthClient<'a> {
     /// The authorization URL for the browser, with PKCE S256 and a fresh random state.
     pub fn authorize_url(
         &self,
-        redirect_uri: &Url,
+        redirect_uri: &str,
         challenge: PkceCodeChallenge,
     ) -> (Url, CsrfToken) {
         let o = self.oauth;
-        let client = self
-            .client()
-            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
+        let client = self.client().set_redirect_uri(redirect_url(redirect_uri));
         let mut req = client
             .authorize_url(CsrfToken::new_random)
             .add_scopes(o.scopes.iter().cloned().map(Scope::new))
@@ -321,11 +319,9 @@ impl<'a> OAuthClient<'a> {
         &self,
         code: String,
         verifier: PkceCodeVerifier,
-        redirect_uri: &Url,
+        redirect_uri: &str,
     ) -> Result<TokenGrant, TokenError> {
-        let client = self
-            .client()
-            .set_redirect_uri(RedirectUrl::from_url(redirect_uri.clone()));
+        let client = self.client().set_redirect_uri(redirect_url(redirect_uri));
         let http = |r| send(&self.http, r);
         let resp = client
             .exchange_code(AuthorizationCode::new(code))
@@ -418,6 +414,12 @@ enum Step {
 }
 
 /// Plain words for why a provider rejects a refresh token (provider-facts.md).
+/// The redirect URI exactly as spelled (`RedirectUrl::new` keeps the text; `from_url`
+/// would add a `/` to `https://localhost`). `Redirect::uri` made it, and parsed it.
+fn redirect_url(uri: &str) -> RedirectUrl {
+    RedirectUrl::new(uri.to_owned()).expect("Redirect::uri returns only URLs that parse")
+}
+
 pub fn invalid_grant_causes(account: &Account) -> &'static str {
     match account.provider.map(|p| p.name) {
         Some("google") => {

@@ -20,6 +20,10 @@
 //   google-desktop client_secret_post with the non-secret secret 'not-so-secret',
 //                  access_type=offline gives a refresh token, no rotation
 //   google-short   same, short-lived access tokens
+//   native-https   public (none), PKCE S256, rotating, registered with the single
+//                  redirect URI https://localhost (like Thunderbird's public Microsoft
+//                  registration) and matched the way Microsoft matches it: any port
+//                  (see MICROSOFT_LOCALHOST_CLIENTS below)
 //   mail-rs        resource server for introspection only (client_secret_basic,
 //                  secret 'mail-rs-secret'); may introspect tokens of every client
 //
@@ -111,6 +115,13 @@ const clients = [
   nativeClient('native-short'),
   // Device codes that expire in seconds, for the expired_token test.
   nativeClient('native-device-short'),
+  // oidc-provider forbids https://localhost for native clients (claimed https URIs
+  // must not be loopback), so this one registers as a public web client.
+  {
+    ...nativeClient('native-https'),
+    application_type: 'web',
+    redirect_uris: ['https://localhost'],
+  },
   googleClient('google-desktop'),
   googleClient('google-short'),
   {
@@ -123,7 +134,13 @@ const clients = [
   },
 ];
 
-const ROTATING_CLIENTS = new Set(['native-cli', 'native-short']); // Microsoft-like
+const ROTATING_CLIENTS = new Set(['native-cli', 'native-short', 'native-https']); // Microsoft-like
+// Microsoft matches a registered https://localhost (or http://localhost) redirect URI
+// with any port: https://learn.microsoft.com/en-us/entra/identity-platform/reply-url#localhost-exceptions
+// (../shared/docs/provider-facts.md, "Microsoft"). oidc-provider ignores the port for
+// native http loopback redirects only, so for these clients the harness drops the port
+// of an https://localhost redirect before the exact comparison.
+const MICROSOFT_LOCALHOST_CLIENTS = new Set(['native-https']);
 const GOOGLE_CLIENTS = new Set(['google-desktop', 'google-short']); // Google-like
 const SHORT_TTL_CLIENTS = new Set(['native-short', 'google-short']);
 // Seconds the device codes of native-device-short live.
@@ -328,6 +345,14 @@ server.listen(requestedPort, '127.0.0.1', () => {
   const { port } = server.address();
   const issuer = `http://127.0.0.1:${port}`;
   const provider = new Provider(issuer, configuration);
+  const exactOrLoopback = provider.Client.prototype.redirectUriAllowed;
+  provider.Client.prototype.redirectUriAllowed = function redirectUriAllowed(value) {
+    if (MICROSOFT_LOCALHOST_CLIENTS.has(this.clientId)) {
+      const portless = value.replace(/^https:\/\/localhost:\d+(?=[/?]|$)/u, 'https://localhost');
+      return this.redirectUris.includes(portless);
+    }
+    return exactOrLoopback.call(this, value);
+  };
 
   provider.on('authorization.success', (ctx, out) => {
     if (

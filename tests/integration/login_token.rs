@@ -7,10 +7,6 @@ use common::authserver::{self, Browser, Decision};
 use common::mailtoken::*;
 use std::time::Duration;
 
-fn introspect(token: &str) -> serde_json::Value {
-    rt().block_on(authserver::introspect(token))
-}
-
 fn refresh_grants(login: &str) -> u64 {
     rt().block_on(authserver::stats(login))["refresh_grants"]
         .as_u64()

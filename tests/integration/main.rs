@@ -13,6 +13,7 @@ mod daemon;
 mod device_login;
 mod faults;
 mod git_send_email;
+mod https_login;
 mod keyring_login;
 mod keyring_store;
 mod login_token;

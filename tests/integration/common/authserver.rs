@@ -27,6 +27,9 @@ pub const NATIVE_CLIENT: &str = "native-cli";
 pub const NATIVE_SHORT_CLIENT: &str = "native-short";
 /// Same as [`NATIVE_CLIENT`], with device codes that expire 8 s after they are issued.
 pub const NATIVE_DEVICE_SHORT_CLIENT: &str = "native-device-short";
+/// Like [`NATIVE_CLIENT`], registered with the one redirect URI `https://localhost`,
+/// which the server matches with any port, as Microsoft does.
+pub const NATIVE_HTTPS_CLIENT: &str = "native-https";
 /// Google-style "Desktop app" client (`client_secret_post` with
 /// [`GOOGLE_CLIENT_SECRET`]); `access_type=offline` yields a refresh token,
 /// which does not rotate.

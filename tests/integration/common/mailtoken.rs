@@ -49,15 +49,19 @@ pub enum Client {
     NativeNoOffline,
     /// Public client whose device codes expire within seconds.
     NativeDeviceShort,
+    /// Public client registered with only `https://localhost`, matched on any port
+    /// (Thunderbird's Microsoft registration, as Microsoft treats it).
+    NativeHttps,
 }
 
 pub fn account_toml(name: &str, login: &str, client: Client) -> String {
     let issuer = authserver::issuer();
     let (id, secret, scopes, params) = match client {
-        Client::Native | Client::NativeShort | Client::NativeDeviceShort => (
+        Client::Native | Client::NativeShort | Client::NativeDeviceShort | Client::NativeHttps => (
             match client {
                 Client::Native => authserver::NATIVE_CLIENT,
                 Client::NativeShort => authserver::NATIVE_SHORT_CLIENT,
+                Client::NativeHttps => authserver::NATIVE_HTTPS_CLIENT,
                 _ => authserver::NATIVE_DEVICE_SHORT_CLIENT,
             },
             None,
@@ -80,10 +84,14 @@ pub fn account_toml(name: &str, login: &str, client: Client) -> String {
     let secret = secret
         .map(|s| format!("client_secret = \"{s}\"\n"))
         .unwrap_or_default();
+    let redirect = match client {
+        Client::NativeHttps => "redirect_uri = \"https://localhost\"\n",
+        _ => "",
+    };
     format!(
         "[accounts.{name}]\nuser = \"{login}\"\nauth_url = \"{issuer}/auth\"\ntoken_url = \"{issuer}/token\"\n\
          device_url = \"{issuer}/device/auth\"\nrevoke_url = \"{issuer}/token/revocation\"\nclient_id = \"{id}\"\n\
-         {secret}scopes = {scopes}\nauth_params = {params}\n"
+         {secret}{redirect}scopes = {scopes}\nauth_params = {params}\n"
     )
 }
 
@@ -245,6 +253,11 @@ pub fn stats(login: &str, key: &str) -> u64 {
         .unwrap()
 }
 
+/// What the test server says about an access token (RFC 7662), waited for.
+pub fn introspect(token: &str) -> serde_json::Value {
+    rt().block_on(authserver::introspect(token))
+}
+
 pub fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -255,6 +268,20 @@ pub fn rt() -> tokio::runtime::Runtime {
 /// Reads the login's stderr until the authorization URL appears; returns it and a
 /// thread collecting the rest of stderr.
 pub fn read_auth_url(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
+    let (seen, rest) = read_stderr_until(child, |l| {
+        l.trim().starts_with("http://") || l.trim().starts_with("https://")
+    });
+    let url = seen.lines().last().unwrap().trim().to_owned();
+    (url, rest)
+}
+
+/// Reads a child's stderr, a line at a time, up to and including the first line for
+/// which `stop` holds (at most 30 s); returns what was read and a thread gathering the
+/// rest (which starts with what was read, so the whole of stderr ends up there).
+pub fn read_stderr_until(
+    child: &mut Child,
+    stop: impl Fn(&str) -> bool,
+) -> (String, std::thread::JoinHandle<String>) {
     let stderr = child.stderr.take().unwrap();
     let mut reader = BufReader::new(stderr);
     let mut seen = String::new();
@@ -264,18 +291,17 @@ pub fn read_auth_url(child: &mut Child) -> (String, std::thread::JoinHandle<Stri
         let n = reader.read_line(&mut line).unwrap();
         assert!(
             n > 0 && std::time::Instant::now() < deadline,
-            "no URL on stderr; got:\n{seen}"
+            "stderr ended before the line looked for; got:\n{seen}"
         );
         seen.push_str(&line);
-        let t = line.trim();
-        if t.starts_with("http://") || t.starts_with("https://") {
-            let url = t.to_owned();
+        if stop(&line) {
+            let all = seen.clone();
             let rest = std::thread::spawn(move || {
-                let mut s = seen;
+                let mut s = all;
                 let _ = reader.read_to_string(&mut s);
                 s
             });
-            return (url, rest);
+            return (seen, rest);
         }
     }
 }

@@ -6,3 +6,4 @@ pub mod fake;
 pub mod keyring;
 pub mod mailserver;
 pub mod mailtoken;
+pub mod pinned;

@@ -1,8 +1,12 @@
 //! The loopback redirect listener of a native-app login (RFC 8252 §7.3): a one-shot
 //! HTTP server on 127.0.0.1 (and [::1] on the same port where it binds) that waits for
 //! the browser to bring back the authorization code, checks `state`, and ignores
-//! everything else (favicon requests, pre-connects, forged redirects).
+//! everything else (favicon requests, pre-connects, forged redirects). For an
+//! `https://localhost` registration it speaks TLS with a certificate of its own (`tls`).
 
+mod tls;
+
+use crate::config::Redirect;
 use crate::error::{Error, Result};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -11,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use url::Url;
 
 /// What the provider sent back through the browser, once `state` matched.
 #[derive(Debug, PartialEq, Eq)]
@@ -84,15 +87,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub struct LoopbackListener {
     listeners: Vec<TcpListener>,
-    redirect_uri: Url,
+    redirect_uri: String,
     path: String,
+    tls: Option<tls::LoginCert>,
 }
 
 impl LoopbackListener {
     /// Binds `port` (0 = any free one) on 127.0.0.1, and on [::1] with the same port
     /// when the machine has IPv6 loopback: a browser may resolve `localhost` either way.
-    pub async fn bind(redirect_host: &str, path: &str, port: u16) -> Result<Self> {
-        let (first, second) = if redirect_host == "[::1]" {
+    /// An https redirect gets a certificate valid for `lifetime`.
+    pub async fn bind(redirect: &Redirect, port: u16, lifetime: Duration) -> Result<Self> {
+        let (first, second) = if redirect.host == "[::1]" {
             ("[::1]", "127.0.0.1")
         } else {
             ("127.0.0.1", "[::1]")
@@ -117,16 +122,25 @@ impl LoopbackListener {
         if let Ok(l) = TcpListener::bind(format!("{second}:{port}")).await {
             listeners.push(l);
         }
-        let redirect_uri = redirect_uri(redirect_host, port, path)?;
+        let tls = match redirect.https {
+            true => Some(tls::login_cert(lifetime)?),
+            false => None,
+        };
         Ok(LoopbackListener {
             listeners,
-            redirect_uri,
-            path: path.to_owned(),
+            redirect_uri: redirect.uri(Some(port))?,
+            path: redirect.route().to_owned(),
+            tls,
         })
     }
 
-    pub fn redirect_uri(&self) -> &Url {
+    pub fn redirect_uri(&self) -> &str {
         &self.redirect_uri
+    }
+
+    /// The SHA-256 fingerprint of an https listener's certificate, as browsers show it.
+    pub fn fingerprint(&self) -> Option<&str> {
+        self.tls.as_ref().map(|c| c.fingerprint.as_str())
     }
 
     /// Serves until a redirect with the right state arrives (answered with a page that
@@ -142,16 +156,25 @@ impl LoopbackListener {
             .with_state(shared);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut servers = Vec::new();
+        let tls = self.tls.map(|c| c.config);
         for l in self.listeners {
             let app = app.clone();
             let mut stop = stop_rx.clone();
-            servers.push(tokio::spawn(async move {
-                axum::serve(l, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
+            let stopped = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            servers.push(match &tls {
+                None => tokio::spawn(async move {
+                    axum::serve(l, app).with_graceful_shutdown(stopped).await
+                }),
+                Some(config) => {
+                    let l = tls::TlsListener::new(l, config.clone())
+                        .map_err(|e| Error::software(format!("login listener: {e}")))?;
+                    tokio::spawn(async move {
+                        axum::serve(l, app).with_graceful_shutdown(stopped).await
                     })
-                    .await
-            }));
+                }
+            });
         }
         let result = tokio::time::timeout(timeout, rx).await;
         let _ = stop_tx.send(true);
@@ -172,11 +195,6 @@ impl LoopbackListener {
             )),
         }
     }
-}
-
-pub fn redirect_uri(host: &str, port: u16, path: &str) -> Result<Url> {
-    Url::parse(&format!("http://{host}:{port}{path}"))
-        .map_err(|e| Error::config(format!("redirect URI http://{host}:{port}{path}: {e}")))
 }
 
 struct Handler {
@@ -248,6 +266,15 @@ fn escape(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn redirect(https: bool, path: &str) -> Redirect {
+        Redirect {
+            https,
+            host: "localhost".into(),
+            port: None,
+            path: path.into(),
+        }
+    }
+
     #[test]
     fn a_matching_state_with_a_code_is_accepted() {
         assert_eq!(
@@ -305,8 +332,10 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn listener_refuses_bad_state_then_accepts_the_real_redirect() {
-        let l = LoopbackListener::bind("127.0.0.1", "/cb", 0).await.unwrap();
-        let uri = l.redirect_uri().clone();
+        let l = LoopbackListener::bind(&redirect(false, "/cb"), 0, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let uri = l.redirect_uri().to_owned();
         let wait = tokio::spawn(l.wait("good".into(), Duration::from_secs(10)));
         let http = reqwest::Client::new();
         let r = http
@@ -315,7 +344,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(r.status(), 400);
-        let other = uri.join("/favicon.ico").unwrap();
+        let other = url::Url::parse(&uri).unwrap().join("/favicon.ico").unwrap();
         assert_eq!(http.get(other).send().await.unwrap().status(), 404);
         let r = http
             .get(format!("{uri}?code=the-code&state=good"))
@@ -331,8 +360,47 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn an_https_listener_serves_the_same_pages_over_tls_only() {
+        let l = LoopbackListener::bind(&redirect(true, ""), 0, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let uri = l.redirect_uri().to_owned();
+        assert!(uri.starts_with("https://localhost:"), "{uri}");
+        assert!(l.fingerprint().is_some());
+        let port = url::Url::parse(&uri).unwrap().port().unwrap();
+        let wait = tokio::spawn(l.wait("good".into(), Duration::from_secs(10)));
+        // Plain HTTP to a TLS port gets nowhere.
+        assert!(
+            reqwest::get(format!("http://127.0.0.1:{port}/?code=x&state=good"))
+                .await
+                .is_err()
+        );
+        // A client that clicked through the warning.
+        let http = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let r = http
+            .get(format!("{uri}?code=x&state=bad"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = http
+            .get(format!("{uri}?code=c&state=good"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("Logged in"));
+        assert_eq!(wait.await.unwrap().unwrap(), Callback::Code("c".into()));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn listener_times_out() {
-        let l = LoopbackListener::bind("127.0.0.1", "/", 0).await.unwrap();
+        let l = LoopbackListener::bind(&redirect(false, "/"), 0, Duration::from_secs(60))
+            .await
+            .unwrap();
         let e = l
             .wait("s".into(), Duration::from_millis(100))
             .await
