@@ -7,6 +7,7 @@ mod common;
 
 mod app_password;
 mod authserver_selftest;
+mod browser_login;
 mod cli;
 mod concurrency;
 mod daemon;

@@ -2,6 +2,7 @@
 //! them as `crate::common` (e.g. `common::authserver::Browser`).
 
 pub mod authserver;
+pub mod chromium;
 pub mod fake;
 pub mod keyring;
 pub mod mailserver;
