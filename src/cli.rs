@@ -110,6 +110,14 @@ pub enum Command {
         /// Give up on a server that stays silent this long (connect, handshake, each read).
         #[arg(long, value_name = "DUR", default_value = "15s", value_parser = parse_duration)]
         timeout: Duration,
+        /// SMTP: after signing in, send a short test message to this address (instead
+        /// of the NOOP), which shows the server takes mail from the account.
+        #[arg(long, value_name = "ADDRESS")]
+        send_to: Option<String>,
+        /// The test message's sender (default: the account's user); shows whether the
+        /// mailbox may send as this address (Exchange: Send As).
+        #[arg(long, value_name = "ADDRESS", requires = "send_to")]
+        from: Option<String>,
         /// The report as JSON on stdout.
         #[arg(long)]
         json: bool,

@@ -63,6 +63,8 @@ pub fn run(cli: Cli) -> Result<()> {
             tls,
             mechanism,
             timeout,
+            send_to,
+            from,
             json,
         } => {
             let protos = [(imap, Proto::Imap), (pop, Proto::Pop), (smtp, Proto::Smtp)]
@@ -78,6 +80,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     tls,
                     mechanism,
                     timeout,
+                    send_to,
+                    from,
                 },
                 json,
             )

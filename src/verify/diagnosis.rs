@@ -28,6 +28,13 @@ struct Case {
 static CASES: &[Case] = &[
     // ---- signed in ----
     Case {
+        when: |f| f.accepted() && f.target.message.is_some(),
+        words: &[],
+        diagnosis: "{p} accepted the credential and took the test message from {from} to {to}",
+        remedy: None,
+        code: None,
+    },
+    Case {
         when: |f| f.accepted() && f.app_password,
         words: &[],
         diagnosis: "{p} accepted the app password",
@@ -69,6 +76,26 @@ static CASES: &[Case] = &[
         diagnosis: "{p} rejected the token, and getting a fresh one failed: {refresh_error}",
         remedy: None,
         code: Some(ExitCode::NoPerm),
+    },
+    // Gmail: `454 4.7.0 Too many login attempts, please try again later.`
+    Case {
+        when: |f| f.rejected(),
+        words: &["too many login attempts"],
+        diagnosis: "{p} refuses logins for a while: {reply}",
+        remedy: Some(
+            "Too many logins failed or came too fast. Wait (Google lifts the block after some minutes, at most about an hour) and try again; first stop any program that keeps retrying with an old password or token.",
+        ),
+        code: Some(ExitCode::TempFail),
+    },
+    // Office 365 ends an IMAP session whose token has expired by its clock.
+    Case {
+        when: |f| f.rejected() || f.follow_up_failed(),
+        words: &["accesstokenexpired"],
+        diagnosis: "{p} ended the session: the server considers the access token expired: {reply}",
+        remedy: Some(
+            "mailtoken hands out tokens with time left by this machine's clock, so the server's clock and this machine's disagree, or the token was used long after it was handed out. Check the clock (timedatectl: \"System clock synchronized: yes\"), then try again; mail programs that keep a session open must reconnect with a fresh token from mailtoken (their password command is asked again).",
+        ),
+        code: Some(ExitCode::TempFail),
     },
     Case {
         when: |f| f.rejected() && temporary_refusal(f.reply()),
@@ -119,9 +146,89 @@ static CASES: &[Case] = &[
     },
     Case {
         when: |f| f.rejected(),
-        words: &["web login required", "log in via your web browser"],
+        words: &[
+            "web login required",
+            "log in via your web browser",
+            "log in with your web browser",
+        ],
         diagnosis: "{p} wants a sign-in in a browser first: {reply}",
-        remedy: Some("Sign in to the account once in a browser, then try again."),
+        remedy: Some(
+            "Google held this sign-in back as unusual (a new place or device) or wants the account holder to confirm something. Sign in at https://mail.google.com in a browser, from this network if you can, do what Google asks, then try again.",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
+    // Microsoft 365: SMTP AUTH switched off (https://aka.ms/smtp_auth_disabled).
+    Case {
+        when: |f| f.rejected(),
+        words: &["smtpclientauthentication is disabled for the mailbox"],
+        diagnosis: "SMTP AUTH is switched off for the mailbox {user}: {reply}",
+        remedy: Some(
+            "An Exchange administrator turns it on for this mailbox: Set-CASMailbox -Identity {user} -SmtpClientAuthenticationDisabled $false (or in the Microsoft 365 admin center: Users > Active users > the user > Mail > Manage email apps > Authenticated SMTP). It can take an hour to apply.",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
+    Case {
+        when: |f| f.rejected(),
+        words: &["smtpclientauthentication is disabled"],
+        diagnosis: "SMTP AUTH is switched off for the whole tenant: {reply}",
+        remedy: Some(
+            "An Exchange administrator turns it on for the organization (Set-TransportConfig -SmtpClientAuthenticationDisabled $false) or only for this mailbox (Set-CASMailbox -Identity {user} -SmtpClientAuthenticationDisabled $false). OAuth does not get around this setting: it decides whether SMTP AUTH is allowed at all.",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
+    Case {
+        when: |f| f.rejected(),
+        words: &["5.7.139"],
+        diagnosis: "Microsoft 365 refused SMTP AUTH by policy: {reply}",
+        remedy: Some(
+            "The words after 5.7.139 name the policy. Security defaults and \"basic authentication is disabled\" stop passwords, not OAuth: use auth = \"oauth\" (provider = \"microsoft\") and `mailtoken login {name}`. A locked or disabled user is for the administrator to release.",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
+    Case {
+        when: |f| f.rejected(),
+        words: &["5.7.30"],
+        diagnosis: "Microsoft 365 no longer takes a password for SMTP AUTH: {reply}",
+        remedy: Some(
+            "Exchange Online turns off basic authentication for SMTP AUTH (by default for existing tenants at the end of December 2026). Sign in with OAuth instead: set provider = \"microsoft\" and auth = \"oauth\" with your app's client_id in [accounts.{name}], then `mailtoken login {name}`.",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
+    Case {
+        when: |f| f.rejected() && f.target.proto == Proto::Smtp,
+        words: &["5.7.3 authentication unsuccessful"],
+        diagnosis: "Microsoft 365 took the token but not for {user}: {reply}",
+        remedy: Some(
+            "The token belongs to another user than user = \"{user}\" (log in as {user}: `mailtoken login {name}`), or the app registration lacks the delegated permission SMTP.Send (scopes = {scopes}; add it and log in again).",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
+    Case {
+        when: |f| f.rejected() && f.microsoft() && f.target.proto != Proto::Smtp,
+        words: &["authenticate failed", "auth failed"],
+        diagnosis: "Office 365 refused the token: {reply}",
+        remedy: Some(
+            "Office 365 says no more than this. Most often: {p} is off for the mailbox (an Exchange administrator: Set-CASMailbox -Identity {user} -{ms_flag} $true), the token was issued to another user than user = \"{user}\" (log in as {user}: `mailtoken login {name}`), or the app registration lacks {ms_scope} (scopes = {scopes}).",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
+    // Gmail IMAP's refusal of a token or a password.
+    Case {
+        when: |f| f.rejected() && f.app_password,
+        words: &["invalid credentials (failure)"],
+        diagnosis: "Gmail did not accept the app password: {reply}",
+        remedy: Some(
+            "Check that user = \"{user}\" is the full address and that the app password is still listed at https://myaccount.google.com/apppasswords (changing the account password revokes them all). Store a new one with `mailtoken set-password {name}`.",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
+    Case {
+        when: |f| f.rejected(),
+        words: &["invalid credentials (failure)"],
+        diagnosis: "Gmail refused {which_token} token: {reply}",
+        remedy: Some(
+            "Gmail takes a token only for the account that logged in, with the scope https://mail.google.com/: check that user = \"{user}\" is the Google account you log in as, and that scopes has that scope (scopes = {scopes}); then `mailtoken login {name}`. Also check that IMAP is on (Gmail: Settings > Forwarding and POP/IMAP).",
+        ),
         code: Some(ExitCode::NoPerm),
     },
     // ---- the failure challenge says why ----
@@ -163,6 +270,24 @@ static CASES: &[Case] = &[
         code: Some(ExitCode::NoPerm),
     },
     // ---- signed in, then refused ----
+    Case {
+        when: |f| f.follow_up_failed() && f.target.message.is_some(),
+        words: &["sendasdenied", "5.2.252"],
+        diagnosis: "{p} accepted the login but will not send as {from}: {reply}",
+        remedy: Some(
+            "The mailbox {user} may not send as {from}. Send from {user}, or have an Exchange administrator grant Send As: Add-RecipientPermission -Identity {from} -Trustee {user} -AccessRights SendAs (Exchange admin center: Recipients > Mailboxes > {from} > Delegation > Send as).",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
+    Case {
+        when: |f| f.follow_up_failed() && f.target.message.is_some(),
+        words: &[],
+        diagnosis: "{p} accepted the login but refused the test message from {from} to {to}: {reply}",
+        remedy: Some(
+            "Signing in works. The server's words say why the message was refused: most often the From address is not one this mailbox may use, or the recipient was refused.",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
     Case {
         when: |f| matches!(f.outcome, Outcome::FollowUpFailed { .. }) && f.gmail_imap_or_pop(),
         words: &[],
@@ -338,6 +463,18 @@ impl Facts<'_> {
         }
     }
 
+    fn follow_up_failed(&self) -> bool {
+        matches!(self.outcome, Outcome::FollowUpFailed { .. })
+    }
+
+    /// Microsoft's servers (Office 365, Outlook.com), by preset or by host.
+    fn microsoft(&self) -> bool {
+        self.account.provider.is_some_and(|p| p.name == "microsoft")
+            || ["office365.com", "outlook.com"]
+                .iter()
+                .any(|d| self.target.host.ends_with(d))
+    }
+
     fn reply(&self) -> &str {
         server_words(self.outcome).unwrap_or("")
     }
@@ -416,6 +553,22 @@ impl Facts<'_> {
                 " Also check that IMAP or POP is enabled in Gmail (Settings > Forwarding and POP/IMAP)."
             } else {
                 ""
+            }
+            .to_owned(),
+            "from" => self.target.message.as_ref().map(|m| m.from.clone()).unwrap_or_default(),
+            "to" => self.target.message.as_ref().map(|m| m.to.clone()).unwrap_or_default(),
+            // Exchange's per-mailbox switch (Set-CASMailbox) and delegated permission
+            // for the protocol; SMTP's switch is the other way round and has rows of its own.
+            "ms_flag" => match self.target.proto {
+                Proto::Imap => "ImapEnabled",
+                Proto::Pop => "PopEnabled",
+                Proto::Smtp => "",
+            }
+            .to_owned(),
+            "ms_scope" => match self.target.proto {
+                Proto::Imap => "IMAP.AccessAsUser.All",
+                Proto::Pop => "POP.AccessAsUser.All",
+                Proto::Smtp => "SMTP.Send",
             }
             .to_owned(),
             "refresh_error" => self
@@ -509,6 +662,7 @@ mod tests {
             host: s.host.to_string(),
             port: s.port,
             tls: s.tls,
+            message: None,
         }
     }
 
@@ -741,9 +895,9 @@ mod tests {
             d,
             format!("IMAP wants a sign-in in a browser first: {reply}")
         );
-        assert_eq!(
-            r.unwrap(),
-            "Sign in to the account once in a browser, then try again."
+        assert!(
+            r.unwrap()
+                .starts_with("Google held this sign-in back as unusual")
         );
         assert_eq!(code, Some(ExitCode::NoPerm));
     }
@@ -892,6 +1046,7 @@ mod tests {
             host: "smtp.example.net".into(),
             port: 2525,
             tls: Tls::Starttls,
+            message: None,
         };
         let (d, r, code) = diagnose(&one_off, &o, false, None, &a);
         assert_eq!(

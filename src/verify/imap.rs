@@ -89,6 +89,12 @@ impl Session<'_> {
                                 text: without_capability_code(text).to_owned(),
                             }
                         }
+                        // The server hangs up instead of answering (Office 365:
+                        // `* BYE Session invalidated - AccessTokenExpired`).
+                        Some(ImapLine::Untagged(u)) if is_bye(u) => SaslStep::Done {
+                            ok: false,
+                            text: u.to_owned(),
+                        },
                         _ => SaslStep::Skip,
                     })
                 })
@@ -118,14 +124,18 @@ impl Session<'_> {
                 .conn
                 .line(&format!("waiting for the answer to {}", first_word(cmd)))
                 .await?;
-            if let Some(ImapLine::Tagged {
-                tag: t,
-                status,
-                text,
-            }) = imap_line(&l)
-                && t == tag
-            {
-                return Ok((status.eq_ignore_ascii_case("OK"), text.to_owned()));
+            match imap_line(&l) {
+                Some(ImapLine::Tagged {
+                    tag: t,
+                    status,
+                    text,
+                }) if t == tag => return Ok((status.eq_ignore_ascii_case("OK"), text.to_owned())),
+                // RFC 9051 §7.1.5: BYE before LOGOUT's answer is the goodbye; before any
+                // other command's, the server is closing the session on us.
+                Some(ImapLine::Untagged(u)) if is_bye(u) && !cmd.starts_with("LOGOUT") => {
+                    return Ok((false, u.to_owned()));
+                }
+                _ => {}
             }
         }
     }
@@ -161,6 +171,11 @@ fn without_capability_code(text: &str) -> &str {
         }
         _ => text,
     }
+}
+
+fn is_bye(untagged: &str) -> bool {
+    let word = untagged.split(' ').next().unwrap_or_default();
+    word.eq_ignore_ascii_case("BYE")
 }
 
 fn first_word(s: &str) -> &str {

@@ -25,7 +25,7 @@ use crate::server::{Proto, Tls, default_port};
 use crate::state::RefreshError;
 use diagnosis::diagnose;
 use serde::Serialize;
-use session::{Attempt, Credential, Outcome, Target};
+use session::{Attempt, Credential, Outcome, Target, TestMessage};
 use std::fmt::Write as _;
 use std::time::Duration;
 pub use wire::Mechanism;
@@ -42,6 +42,10 @@ pub struct Options {
     pub mechanism: Option<Mechanism>,
     /// For connecting, the handshake and every read.
     pub timeout: Duration,
+    /// SMTP submits a test message to this address after signing in (`--send-to`)...
+    pub send_to: Option<String>,
+    /// ...from this one (`--from`; default: the account's user).
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -78,7 +82,7 @@ pub struct Check {
 /// Runs the checks. Errors are for what stops all of them (no token, bad options);
 /// a server's refusal is in the report.
 pub fn run(config: &Config, account: &Account, opts: &Options) -> Result<Report> {
-    let targets = targets(account, opts)?;
+    let mut targets = targets(account, opts)?;
     let app_password = account.uses_app_password();
     if app_password && let Some(m) = opts.mechanism.filter(|m| m.is_oauth()) {
         return Err(Error::usage(format!(
@@ -87,6 +91,24 @@ pub fn run(config: &Config, account: &Account, opts: &Options) -> Result<Report>
             m.name().to_ascii_lowercase()
         ))
         .with_remedy("Use --mechanism plain or --mechanism login, or leave --mechanism out."));
+    }
+    let message = opts.send_to.as_ref().map(|to| TestMessage {
+        from: opts.from.clone().unwrap_or_else(|| account.user.clone()),
+        to: to.clone(),
+    });
+    if message.is_some() && !targets.iter().any(|t| t.proto == Proto::Smtp) {
+        return Err(
+            Error::usage("--send-to needs an SMTP server to send through")
+                .with_remedy("Add --smtp, or give the account an smtp server."),
+        );
+    }
+    for address in message.iter().flat_map(|m| [&m.from, &m.to]) {
+        if address.is_empty() || address.contains(['<', '>', '\r', '\n', ' ']) {
+            return Err(Error::usage(format!("`{address}` is not a mail address")));
+        }
+    }
+    for t in targets.iter_mut().filter(|t| t.proto == Proto::Smtp) {
+        t.message = message.clone();
     }
     // The credential a mail program gets: the daemon's when it runs.
     let got = credential::get(&Request::new(account.name.clone()))?;
@@ -203,6 +225,7 @@ fn targets(account: &Account, opts: &Options) -> Result<Vec<Target>> {
             host: host.clone(),
             port,
             tls,
+            message: None,
         }]);
     }
     let protos = if opts.protos.is_empty() {
@@ -218,6 +241,7 @@ fn targets(account: &Account, opts: &Options) -> Result<Vec<Target>> {
                 host: s.host.to_string(),
                 port: opts.port.unwrap_or(s.port),
                 tls: opts.tls.unwrap_or(s.tls),
+                message: None,
             }),
             None if !opts.protos.is_empty() => {
                 return Err(Error::config(format!(

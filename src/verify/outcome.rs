@@ -5,13 +5,23 @@ use super::wire::Challenge;
 use crate::server::{Proto, Tls};
 use serde::Serialize;
 
-/// The server to check.
+/// The server to check, and for SMTP what to send through it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub proto: Proto,
     pub host: String,
     pub port: u16,
     pub tls: Tls,
+    /// SMTP only: submitted after signing in, instead of a NOOP.
+    pub message: Option<TestMessage>,
+}
+
+/// A message for SMTP to submit after signing in (`verify --send-to`), which proves the
+/// server takes mail from the mailbox, and that it may send as `from`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestMessage {
+    pub from: String,
+    pub to: String,
 }
 
 /// How one connection ended.

@@ -3,7 +3,7 @@
 //! credential hidden. The steps live in `transport`, `sasl`, `imap`, `pop` and `smtp`.
 
 pub(super) use super::outcome::Step;
-pub use super::outcome::{Outcome, Target};
+pub use super::outcome::{Outcome, Target, TestMessage};
 use super::transport::Connection;
 use super::wire::{Mechanism, smtp_line};
 use crate::server::Proto;
@@ -56,6 +56,7 @@ pub async fn check(
         conn: Connection::new(target, tls, limit),
         offered: Vec::new(),
         mechanism: None,
+        message: target.message.as_ref(),
     };
     let result = match target.proto {
         Proto::Imap => s.imap(cred, forced).await,
@@ -80,6 +81,8 @@ pub(super) struct Session<'a> {
     pub(super) conn: Connection<'a>,
     pub(super) offered: Vec<String>,
     pub(super) mechanism: Option<Mechanism>,
+    /// SMTP only: submit this after signing in, instead of the NOOP.
+    pub(super) message: Option<&'a TestMessage>,
 }
 
 impl Session<'_> {

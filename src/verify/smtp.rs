@@ -2,7 +2,7 @@
 //! NOOP as the harmless follow-up, QUIT.
 
 use super::sasl::{SaslStep, initial_response, shown_response};
-use super::session::{Credential, Outcome, Session, Step};
+use super::session::{Credential, Outcome, Session, Step, TestMessage};
 use super::wire::{self, Mechanism, smtp_line};
 use crate::server::Tls;
 
@@ -74,14 +74,49 @@ impl Session<'_> {
                 challenge: end.challenge,
             });
         }
-        let (code, text) = self.smtp_command("NOOP").await?;
+        let follow_up = match self.message {
+            Some(m) => self.submit(m).await?,
+            None => match self.smtp_command("NOOP").await? {
+                (250, _) => Ok(()),
+                (code, text) => Err(format!("{code} {text}")),
+            },
+        };
         let _ = self.smtp_command("QUIT").await;
-        Ok(if code == 250 {
-            Outcome::Accepted { reply: end.text }
-        } else {
-            Outcome::FollowUpFailed {
-                reply: format!("{code} {text}"),
+        Ok(match follow_up {
+            Ok(()) => Outcome::Accepted { reply: end.text },
+            Err(reply) => Outcome::FollowUpFailed { reply },
+        })
+    }
+
+    /// Submits the test message (RFC 5321 §3.3); `Err` holds the refusal. Exchange
+    /// Online checks the From address only once it has the message, so a mailbox that
+    /// may not send as it hears so (`554 5.2.252 SendAsDenied`) after DATA, not before.
+    async fn submit(&mut self, m: &TestMessage) -> Step<Result<(), String>> {
+        let steps = [
+            (format!("MAIL FROM:<{}>", m.from), 250),
+            (format!("RCPT TO:<{}>", m.to), 250),
+            ("DATA".to_owned(), 354),
+        ];
+        for (cmd, want) in steps {
+            let (code, text) = self.smtp_command(&cmd).await?;
+            if code != want {
+                return Ok(Err(format!("{code} {text}")));
             }
+        }
+        // The submission server adds Date and Message-ID (RFC 6409 §8).
+        let message = format!(
+            "From: <{from}>\r\nTo: <{to}>\r\nSubject: mailtoken verify: test message\r\n\
+             MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+             This message was sent by `mailtoken verify --send-to` to check that the server\r\n\
+             takes mail from {from} signed in with its token. Nothing to do.\r\n.",
+            from = m.from,
+            to = m.to
+        );
+        let (code, text) = self.smtp_command(&message).await?;
+        Ok(if code == 250 {
+            Ok(())
+        } else {
+            Err(format!("{code} {text}"))
         })
     }
 

@@ -20,6 +20,7 @@ mod keyring_store;
 mod login_token;
 mod mail_programs;
 mod mailserver_selftest;
+mod provider_replies;
 mod store_crash;
 mod store_refusal;
 mod verify;

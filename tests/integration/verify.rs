@@ -362,6 +362,7 @@ fn plain_and_login_with_an_app_password_over_every_protocol() {
                 host: "127.0.0.1".into(),
                 port: port(var),
                 tls: mode,
+                message: None,
             };
             for mech in [Mechanism::Plain, Mechanism::Login] {
                 let good = Credential::Password {
@@ -388,4 +389,34 @@ fn plain_and_login_with_an_app_password_over_every_protocol() {
             }
         }
     });
+}
+
+#[test]
+fn send_to_submits_a_real_test_message_that_reaches_the_recipient() {
+    let (env, login) = logged_in("verify-send", Client::Native, None, true);
+    let to = unique_login("verify-send-rcpt");
+    let o = env.run(&["verify", "v", "--smtp", "--send-to", &to, "--json"]);
+    assert_exit(&o, 0);
+    let c = &json(&o)["checks"][0];
+    assert_eq!(
+        c["diagnosis"],
+        format!("SMTP accepted the credential and took the test message from {login} to {to}")
+    );
+    let m = common::mailserver::mailserver()
+        .wait_for_message(&format!("X-Sink-Rcpt-To: <{to}>"), Duration::from_secs(10))
+        .expect("the test message reaches the sink");
+    assert!(m.contains(&format!("X-Sink-Mail-From: <{login}>")), "{m}");
+    assert!(m.contains("Subject: mailtoken verify: test message"), "{m}");
+}
+
+#[test]
+fn send_to_without_an_smtp_server_is_a_usage_error() {
+    let (env, _) = logged_in("verify-send-imap", Client::Native, None, true);
+    let o = env.run(&["verify", "v", "--imap", "--send-to", "x@example.test"]);
+    assert_exit(&o, 64);
+    assert!(
+        stderr(&o).contains("--send-to needs an SMTP server"),
+        "{}",
+        stderr(&o)
+    );
 }

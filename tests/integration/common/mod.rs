@@ -8,3 +8,4 @@ pub mod keyring;
 pub mod mailserver;
 pub mod mailtoken;
 pub mod pinned;
+pub mod scripted;
