@@ -120,8 +120,8 @@ pub static MICROSOFT: Provider = Provider {
     smtp: Some(server("smtp.office365.com", 587, Tls::Starttls)),
     smtp_alternatives: &[],
     notes: &[
-        "Register a public client (\"Mobile and desktop applications\", redirect http://localhost) in the Azure portal.",
-        "tenant: common, consumers, organizations, or your tenant id.",
+        "Register a public client (Microsoft Entra admin center > App registrations): platform \"Mobile and desktop applications\" with redirect URI http://localhost, and the delegated permissions IMAP.AccessAsUser.All, POP.AccessAsUser.All, SMTP.Send and offline_access; for --device, Authentication > \"Allow public client flows\": Yes.",
+        "A registration that lists only https://localhost (Thunderbird's, say): set redirect_uri = \"https://localhost\"; the browser then warns about mailtoken's own certificate for the one login.",
         "Refresh tokens rotate on use; mailtoken stores each new one before it answers.",
     ],
 };
@@ -267,10 +267,20 @@ pub fn describe(p: &Provider) -> String {
         s += &format!("  auth params    {}\n", params.join(" "));
     }
     if p.auth_url.is_some() {
-        s += &format!("  redirect       http://{}:PORT/\n", p.redirect_host);
+        s += &format!(
+            "  redirect       http://{}:PORT/ (any free port; redirect_uri = \"...\" sets the one the client registered)\n",
+            p.redirect_host
+        );
+        s += &match (p.no_device_flow, p.device_url) {
+            (Some(why), _) => format!("  device login   no: {why}\n"),
+            (None, Some(_)) => "  device login   yes: `mailtoken login ACCOUNT --device` (the app registration must allow public client flows)\n".to_owned(),
+            (None, None) => "  device login   no device endpoint\n".to_owned(),
+        };
     }
     if let Some(t) = p.default_tenant {
-        s += &format!("  tenant         {t} (default; set `tenant` in the account)\n");
+        s += &format!(
+            "  tenant         {t} (default; set `tenant` in the account: common, organizations, consumers, a tenant ID or a domain)\n"
+        );
     }
     for (label, srv) in [("IMAP", &p.imap), ("POP3", &p.pop), ("SMTP", &p.smtp)] {
         if let Some(srv) = srv {

@@ -43,6 +43,15 @@ pub struct Row {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub login_pending: bool,
     pub store: String,
+    /// OAuth: Microsoft's tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// OAuth: the redirect URI a browser login uses, and what listens there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
+    /// OAuth: whether `login --device` can be used, and if not, why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_login: Option<String>,
     /// Answered by the daemon (its memory), not read from the store by this process.
     #[serde(default)]
     pub daemon: bool,
@@ -68,8 +77,29 @@ impl Row {
             unsaved: None,
             login_pending: false,
             store: store.to_owned(),
+            tenant: None,
+            redirect: None,
+            device_login: None,
             daemon: false,
         }
+    }
+
+    /// How this OAuth account logs in: tenant, redirect, device flow.
+    fn login_ways(&mut self, a: &Account) {
+        let Ok(o) = a.oauth() else { return };
+        self.tenant = o.tenant.clone();
+        self.redirect = Some(o.redirect.describe());
+        self.device_login = Some(
+            match (a.provider.and_then(|p| p.no_device_flow), &o.device_url) {
+                (Some(_), _) => format!(
+                    "no: {} does not allow it for mail (see `mailtoken providers {}`)",
+                    a.provider.map_or("the provider", |p| p.title),
+                    a.provider.map_or("", |p| p.name)
+                ),
+                (None, Some(u)) => format!("yes, `mailtoken login {} --device` ({u})", a.name),
+                (None, None) => "no device_url is set".to_owned(),
+            },
+        );
     }
 
     /// The row of an OAuth account in `state`; `rescued` is where this process found
@@ -82,6 +112,7 @@ impl Row {
         rescued: Option<&Path>,
     ) -> Row {
         let mut row = Row::blank(a, "oauth", store);
+        row.login_ways(a);
         if let Some(r) = state.record() {
             row.fill(r, now);
         }
@@ -262,6 +293,15 @@ fn render(r: &Row) -> String {
             "action",
             &format!("run `mailtoken login {}`", r.account),
         );
+    }
+    if let Some(t) = &r.tenant {
+        line(&mut s, "tenant", t);
+    }
+    if let Some(u) = &r.redirect {
+        line(&mut s, "redirect", u);
+    }
+    if let Some(d) = &r.device_login {
+        line(&mut s, "device login", d);
     }
     line(&mut s, "store", &store);
     s

@@ -334,9 +334,13 @@ impl<'a> OAuthClient<'a> {
     pub async fn refresh(&self, refresh_token: &Secret) -> Result<TokenGrant, TokenError> {
         let http = |r| send(&self.http, r);
         let rt = RefreshToken::new(refresh_token.expose().to_owned());
+        // The scopes of the login, on every refresh (RFC 6749 §6 lets a client ask for
+        // the same or fewer): Microsoft's v2.0 endpoint issues the new access token for
+        // the scopes a refresh names, https://learn.microsoft.com/en-us/entra/identity-platform/v2-oauth2-auth-code-flow#refresh-the-access-token
         let resp = self
             .client()
             .exchange_refresh_token(&rt)
+            .add_scopes(self.oauth.scopes.iter().cloned().map(Scope::new))
             .request_async(&http)
             .await;
         self.grant(resp, Step::Refresh)

@@ -33,7 +33,8 @@
 //   POST /interaction/:uid/confirm    grant the requested scopes
 //   POST /interaction/:uid/abort      access_denied
 //   GET  /_test/health                200 (test-only instrumentation)
-//   GET  /_test/stats?account=ID      token-endpoint grant counters (test-only)
+//   GET  /_test/stats?account=ID      token-endpoint grant counters and the scope of
+//                                     the last refresh request (test-only)
 
 import http from 'node:http';
 import Provider from 'oidc-provider';
@@ -156,14 +157,18 @@ const offlineCodes = new Set();
 // Test-only: successful token-endpoint grants per account and grant type.
 const grantStats = new Map();
 
-function countGrant(account, grantType) {
+function countGrant(account, grantType, scope) {
   if (!account) return;
   let entry = grantStats.get(account);
   if (!entry) {
-    entry = { refresh_grants: 0, code_grants: 0, device_grants: 0 };
+    entry = { refresh_grants: 0, code_grants: 0, device_grants: 0, last_refresh_scope: null };
     grantStats.set(account, entry);
   }
-  if (grantType === 'refresh_token') entry.refresh_grants += 1;
+  if (grantType === 'refresh_token') {
+    entry.refresh_grants += 1;
+    // The `scope` parameter of the last refresh request as sent (null: none sent).
+    entry.last_refresh_scope = scope ?? null;
+  }
   else if (grantType === 'authorization_code') entry.code_grants += 1;
   else if (grantType === 'urn:ietf:params:oauth:grant-type:device_code') entry.device_grants += 1;
 }
@@ -367,7 +372,7 @@ server.listen(requestedPort, '127.0.0.1', () => {
     const grantType = ctx.oidc.params?.grant_type;
     const account = ctx.oidc.entities?.Account?.accountId
       ?? ctx.oidc.entities?.AccessToken?.accountId;
-    countGrant(account, grantType);
+    countGrant(account, grantType, ctx.oidc.params?.scope);
     log('grant.success', grantType, account, ctx.oidc.client?.clientId);
   });
   provider.on('grant.error', (ctx, err) => {
@@ -457,7 +462,8 @@ async function handleCustom(provider, req, res, url) {
   }
   if (path === '/_test/stats' && req.method === 'GET') {
     const account = url.searchParams.get('account') ?? '';
-    const entry = grantStats.get(account) ?? { refresh_grants: 0, code_grants: 0, device_grants: 0 };
+    const entry = grantStats.get(account)
+      ?? { refresh_grants: 0, code_grants: 0, device_grants: 0, last_refresh_scope: null };
     sendJson(res, 200, { account, ...entry });
     return;
   }

@@ -105,6 +105,66 @@ fn providers_lists_presets_and_details() {
 }
 
 #[test]
+fn providers_microsoft_shows_the_tenant_the_redirect_and_the_device_login() {
+    let env = Env::new("", "");
+    let o = env.run(&["providers", "microsoft"]);
+    assert_exit(&o, 0);
+    let s = stdout(&o);
+    for needle in [
+        "tenant         common (default; set `tenant` in the account: common, organizations, consumers, a tenant ID or a domain)",
+        "redirect       http://localhost:PORT/",
+        "device login   yes: `mailtoken login ACCOUNT --device`",
+        "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode",
+        "redirect_uri = \"https://localhost\"",
+    ] {
+        assert!(s.contains(needle), "{needle}: {s}");
+    }
+    let g = stdout(&env.run(&["providers", "google"]));
+    assert!(
+        g.contains("device login   no: Google's device flow does not grant the Gmail scope"),
+        "{g}"
+    );
+}
+
+#[test]
+fn status_shows_each_accounts_tenant_redirect_and_device_login() {
+    let env = Env::with_file_store(
+        "[accounts.ms]\nprovider = \"microsoft\"\ntenant = \"organizations\"\nuser = \"bob@contoso.example\"\n\
+         client_id = \"00000000-0000-0000-0000-000000000000\"\nredirect_uri = \"https://localhost\"\n\
+         [accounts.g]\nprovider = \"google\"\nuser = \"g@gmail.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n",
+    );
+    let o = env.run(&["status"]);
+    assert_exit(&o, 0);
+    let s = stdout(&o);
+    for (label, value) in [
+        ("tenant:", "organizations"),
+        (
+            "redirect:",
+            "https://localhost:PORT (TLS loopback listener with a certificate made for each login; or --paste)",
+        ),
+        (
+            "device login:",
+            "yes, `mailtoken login ms --device` (https://login.microsoftonline.com/organizations/oauth2/v2.0/devicecode)",
+        ),
+        (
+            "redirect:",
+            "http://127.0.0.1:PORT/ (loopback listener; or --paste)",
+        ),
+        (
+            "device login:",
+            "no: Gmail / Google Workspace does not allow it for mail",
+        ),
+    ] {
+        let needle = format!("  {label:<14} {value}");
+        assert!(s.contains(&needle), "{needle}: {s}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(&["status", "ms", "--json"]))).unwrap();
+    assert_eq!(v[0]["tenant"], "organizations");
+    assert!(v[0]["device_login"].as_str().unwrap().starts_with("yes"));
+}
+
+#[test]
 fn completions_and_man_page_are_generated() {
     let env = Env::new("", "");
     let o = env.run(&["completions", "bash"]);

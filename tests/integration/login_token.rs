@@ -380,3 +380,23 @@ fn without_a_keyring_the_file_store_is_used_with_a_one_line_notice() {
         stderr(&o)
     );
 }
+
+#[test]
+fn every_refresh_asks_for_the_scopes_of_the_login() {
+    let login = unique_login("refreshscope");
+    let env = Env::with_file_store(&account_toml("s", &login, Client::Native));
+    assert_exit(&env.login("s", &login), 0);
+    env.expire("s");
+    let o = env.run(&["token", "s"]);
+    assert_exit(&o, 0);
+    let stats = rt().block_on(authserver::stats(&login));
+    assert_eq!(stats["refresh_grants"], 1);
+    assert_eq!(
+        stats["last_refresh_scope"],
+        "openid email mail offline_access"
+    );
+    assert_eq!(
+        introspect(stdout(&o).trim())["scope"],
+        "openid email mail offline_access"
+    );
+}
