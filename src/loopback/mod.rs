@@ -338,25 +338,30 @@ mod tests {
         let uri = l.redirect_uri().to_owned();
         let wait = tokio::spawn(l.wait("good".into(), Duration::from_secs(10)));
         let http = reqwest::Client::new();
+        let other = url::Url::parse(&uri).unwrap().join("/favicon.ico").unwrap();
+        assert_eq!(http.get(other).send().await.unwrap().status(), 404);
+        refused_then_accepted(&http, &uri, "the-code").await;
+        assert_eq!(
+            wait.await.unwrap().unwrap(),
+            Callback::Code("the-code".into())
+        );
+    }
+
+    /// A forged redirect gets 400, the real one (state `good`) the "Logged in" page.
+    async fn refused_then_accepted(http: &reqwest::Client, uri: &str, code: &str) {
         let r = http
             .get(format!("{uri}?code=x&state=bad"))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 400);
-        let other = url::Url::parse(&uri).unwrap().join("/favicon.ico").unwrap();
-        assert_eq!(http.get(other).send().await.unwrap().status(), 404);
         let r = http
-            .get(format!("{uri}?code=the-code&state=good"))
+            .get(format!("{uri}?code={code}&state=good"))
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
         assert!(r.text().await.unwrap().contains("Logged in"));
-        assert_eq!(
-            wait.await.unwrap().unwrap(),
-            Callback::Code("the-code".into())
-        );
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -380,19 +385,7 @@ mod tests {
             .danger_accept_invalid_certs(true)
             .build()
             .unwrap();
-        let r = http
-            .get(format!("{uri}?code=x&state=bad"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 400);
-        let r = http
-            .get(format!("{uri}?code=c&state=good"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        assert!(r.text().await.unwrap().contains("Logged in"));
+        refused_then_accepted(&http, &uri, "c").await;
         assert_eq!(wait.await.unwrap().unwrap(), Callback::Code("c".into()));
     }
 

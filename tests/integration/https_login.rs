@@ -9,7 +9,7 @@ use crate::common;
 use common::authserver::{Browser, Decision};
 use common::mailtoken::*;
 use common::pinned;
-use std::process::{Child, Stdio};
+use std::process::Child;
 use url::Url;
 
 /// What the login printed before it waits for the browser.
@@ -22,15 +22,7 @@ struct Started {
 }
 
 fn start(env: &Env, args: &[&str]) -> Started {
-    let mut child = env
-        .cmd()
-        .arg("login")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_login(args);
     let (text, rest) = read_stderr_until(&mut child, |l| l.starts_with("Waiting for the browser"));
     let url = text
         .lines()

@@ -171,17 +171,21 @@ impl Env {
     /// Starts `mailtoken login ARGS...` with piped stdio and reads the authorization URL
     /// it prints; returns the child, the URL and a thread gathering the rest of stderr.
     pub fn start_login(&self, args: &[&str]) -> (Child, String, std::thread::JoinHandle<String>) {
-        let mut child = self
-            .cmd()
+        let mut child = self.spawn_login(args);
+        let (url, rest) = read_auth_url(&mut child);
+        (child, url, rest)
+    }
+
+    /// `mailtoken login ARGS...` with stdin, stdout and stderr piped.
+    pub fn spawn_login(&self, args: &[&str]) -> Child {
+        self.cmd()
             .arg("login")
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap();
-        let (url, rest) = read_auth_url(&mut child);
-        (child, url, rest)
+            .unwrap()
     }
 
     pub fn login_with(
