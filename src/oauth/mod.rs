@@ -417,13 +417,13 @@ enum Step {
     Device,
 }
 
-/// Plain words for why a provider rejects a refresh token (provider-facts.md).
 /// The redirect URI exactly as spelled (`RedirectUrl::new` keeps the text; `from_url`
 /// would add a `/` to `https://localhost`). `Redirect::uri` made it, and parsed it.
 fn redirect_url(uri: &str) -> RedirectUrl {
     RedirectUrl::new(uri.to_owned()).expect("Redirect::uri returns only URLs that parse")
 }
 
+/// Plain words for why a provider rejects a refresh token (provider-facts.md).
 pub fn invalid_grant_causes(account: &Account) -> &'static str {
     match account.provider.map(|p| p.name) {
         Some("google") => {
