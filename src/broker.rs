@@ -65,10 +65,19 @@ impl Broker {
         // Every write the store takes removes the rescued record, so one that is still
         // there is the newer one; a stored record obtained later wins all the same (the
         // rescued one was left behind by a removal that failed).
-        Ok(match (stored, rescued) {
+        let record = match (stored, rescued) {
             (Some(s), Some((r, _))) if r.obtained_at < s.obtained_at => Some(s),
             (_, Some((r, _))) => Some(r),
             (s, None) => s,
+        };
+        // An app-only account is never "not logged in": with nothing stored yet, its
+        // first token is one request away.
+        Ok(match record {
+            None if account.app_only() => Some(TokenRecord {
+                app_only: true,
+                ..TokenRecord::default()
+            }),
+            r => r,
         })
     }
 
@@ -159,11 +168,16 @@ impl Broker {
 
     /// Refreshes `rec` (the caller holds the account lock) and keeps the result.
     fn refresh_locked(&self, account: &Account, mut rec: TokenRecord) -> RefreshOutcome {
-        let Some(rt) = rec.refresh_token.clone() else {
-            return Err(RefreshError::Failed(
-                FailureKind::NoRefreshToken,
-                no_refresh_token(account),
-            ));
+        let app_only = account.app_only();
+        let rt = match rec.refresh_token.clone() {
+            Some(rt) => Some(rt),
+            None if app_only => None,
+            None => {
+                return Err(RefreshError::Failed(
+                    FailureKind::NoRefreshToken,
+                    no_refresh_token(account),
+                ));
+            }
         };
         let result = runtime()
             .map_err(|error| TokenError {
@@ -180,13 +194,19 @@ impl Broker {
                                 error,
                             }
                         })?;
-                    client.refresh(&rt).await
+                    match &rt {
+                        Some(rt) => client.refresh(rt).await,
+                        // The app's own credentials: nothing to refresh, a new one is
+                        // simply asked for.
+                        None => client.app_token().await,
+                    }
                 })
             });
         let now = record::now();
         match result {
             Ok(grant) => {
                 apply_grant(&mut rec, grant, false);
+                rec.app_only = app_only;
                 rec.refreshed_at = Some(now);
                 rec.last_error = None;
                 // Kept before it is handed out: a rotated refresh token must never exist

@@ -131,8 +131,8 @@ pub fn token(req: Request) -> Result<()> {
 fn login(account: &str, opts: &LoginOptions) -> Result<()> {
     let broker = open_broker(true)?;
     let acct = broker.account(account)?;
-    // An app-password account has nothing to log in to: say so before anything.
-    acct.oauth()?;
+    // An app-password or app-only account has nothing to log in to: say so first.
+    acct.login_oauth()?;
     client::tell(Op::LoginStarted {
         account: account.to_owned(),
     });

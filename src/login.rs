@@ -29,7 +29,7 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
     }
     let rt = runtime()?;
     let client = OAuthClient::new(account, broker.config.timeout)?;
-    let o = account.oauth()?;
+    let o = account.login_oauth()?;
     let (callback, redirect_uri, verifier) = rt.block_on(async {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let redirect = &o.redirect;
@@ -43,7 +43,7 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
                 (None, false) => Some(free_port().await?),
             };
             let redirect_uri = redirect.uri(port)?;
-            let (url, state) = client.authorize_url(&redirect_uri, challenge);
+            let (url, state) = client.authorize_url(&redirect_uri, challenge)?;
             eprintln!(
                 "Open this URL in a browser on any machine and log in as {}:\n\n  {url}\n\n\
                  The browser then goes to {redirect_uri}... and shows an error page because nothing \
@@ -56,7 +56,7 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
             let listener =
                 LoopbackListener::bind(redirect, port.unwrap_or(0), opts.timeout).await?;
             let redirect_uri = listener.redirect_uri().to_owned();
-            let (url, state) = client.authorize_url(&redirect_uri, challenge);
+            let (url, state) = client.authorize_url(&redirect_uri, challenge)?;
             eprintln!("To log in {} ({}), open this URL:\n\n  {url}\n", account.name, account.user);
             if let Some(fingerprint) = listener.fingerprint() {
                 eprintln!(
@@ -126,7 +126,7 @@ fn store(broker: &Broker, account: &Account, grant: TokenGrant) -> Result<()> {
 /// come, so a Ctrl-C at any point leaves the store as it was.
 fn login_device(broker: &Broker, account: &Account) -> Result<()> {
     let name = &account.name;
-    let o = account.oauth()?;
+    let o = account.login_oauth()?;
     // Before any request: a provider whose device flow cannot give mail access.
     if let Some(why) = account.provider.and_then(|p| p.no_device_flow) {
         return Err(Error::usage(format!("`--device` cannot log in {name}: {why}"))

@@ -7,13 +7,16 @@ use serde::Deserialize;
 
 /// How an account signs in to its mail servers: `auth` in the config.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum AuthKind {
     /// OAuth 2.0 tokens: `mailtoken login`, then `mailtoken token`.
     Oauth,
     /// An app password kept in the OS keyring: `mailtoken set-password`, then
     /// `mailtoken password` (see `crate::password`).
     Password,
+    /// App-only OAuth 2.0 tokens from the client's own credentials (RFC 6749 §4.4):
+    /// servers and scripts, nobody logs in.
+    ClientCredentials,
 }
 
 /// A provider preset. `{tenant}` in a URL is replaced by the account's `tenant`.
@@ -36,6 +39,9 @@ pub struct Provider {
     pub no_device_flow: Option<&'static str>,
     pub revoke_url: Option<&'static str>,
     pub scopes: &'static [&'static str],
+    /// The scopes of an app-only (client credentials) token; empty: the provider has
+    /// no such grant for mail.
+    pub app_scopes: &'static [&'static str],
     /// Extra query parameters for the authorization request.
     pub auth_params: &'static [(&'static str, &'static str)],
     /// Host of the loopback redirect URI the provider accepts for desktop clients.
@@ -75,6 +81,8 @@ pub static GOOGLE: Provider = Provider {
     ),
     revoke_url: Some("https://oauth2.googleapis.com/revoke"),
     scopes: &["https://mail.google.com/"],
+    // Google has no client credentials grant for Gmail: servers use service accounts.
+    app_scopes: &[],
     // A refresh token is issued only for offline access, and reliably only when the
     // consent screen is shown.
     auth_params: &[("access_type", "offline"), ("prompt", "consent")],
@@ -111,6 +119,10 @@ pub static MICROSOFT: Provider = Provider {
         "https://outlook.office.com/SMTP.Send",
         "offline_access",
     ],
+    // App-only access: the application permissions IMAP.AccessAsApp, POP.AccessAsApp
+    // and SMTP.SendAsApp, all in the .default scope of Exchange Online.
+    // https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth#use-client-credentials-grant-flow-to-authenticate-smtp-imap-and-pop-connections
+    app_scopes: &["https://outlook.office365.com/.default"],
     auth_params: &[],
     redirect_host: "localhost",
     needs_client_secret: false,
@@ -140,6 +152,7 @@ pub static ICLOUD: Provider = Provider {
     no_device_flow: None,
     revoke_url: None,
     scopes: &[],
+    app_scopes: &[],
     auth_params: &[],
     redirect_host: "127.0.0.1",
     needs_client_secret: false,
@@ -169,6 +182,7 @@ pub static FASTMAIL: Provider = Provider {
     no_device_flow: None,
     revoke_url: None,
     scopes: &[],
+    app_scopes: &[],
     auth_params: &[],
     redirect_host: "127.0.0.1",
     needs_client_secret: false,
@@ -192,6 +206,7 @@ pub static YAHOO: Provider = Provider {
     no_device_flow: None,
     revoke_url: None,
     scopes: &[],
+    app_scopes: &[],
     auth_params: &[],
     redirect_host: "127.0.0.1",
     needs_client_secret: false,
@@ -220,7 +235,7 @@ pub fn listing() -> String {
     let mut s = String::from("Provider presets (use `mailtoken providers NAME` for details):\n");
     for p in ALL {
         let how = match p.default_auth {
-            AuthKind::Oauth => "",
+            AuthKind::Oauth | AuthKind::ClientCredentials => "",
             AuthKind::Password => " (app password)",
         };
         s += &format!("  {:<10} {}{how}\n", p.name, p.title);
@@ -276,6 +291,12 @@ pub fn describe(p: &Provider) -> String {
             (None, Some(_)) => "  device login   yes: `mailtoken login ACCOUNT --device` (the app registration must allow public client flows)\n".to_owned(),
             (None, None) => "  device login   no device endpoint\n".to_owned(),
         };
+    }
+    if !p.app_scopes.is_empty() {
+        s += &format!(
+            "  servers        auth = \"client_credentials\": app-only tokens, scope {}\n",
+            p.app_scopes.join(" ")
+        );
     }
     if let Some(t) = p.default_tenant {
         s += &format!(

@@ -44,6 +44,18 @@ pub struct TokenRecord {
     /// The last refresh failure, cleared by the next success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
+    /// The access token comes from the app's own credentials (client credentials): it
+    /// is renewed by asking again, with no refresh token.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub app_only: bool,
+}
+
+impl TokenRecord {
+    /// Whether a new access token can be had without a person: by the refresh token,
+    /// or by the app's own credentials.
+    pub fn renewable(&self) -> bool {
+        self.refresh_token.is_some() || self.app_only
+    }
 }
 
 /// The last failed refresh, as the store keeps it between processes.

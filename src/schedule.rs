@@ -27,9 +27,11 @@ pub fn lead(rec: &TokenRecord, longest_min_valid: Duration) -> Duration {
 }
 
 /// The wall-clock second at which `rec` should be refreshed, or `None` when there is
-/// nothing to refresh (no refresh token, or no known expiry).
+/// nothing to refresh (no refresh token nor app credentials, or no known expiry).
 pub fn refresh_at(rec: &TokenRecord, longest_min_valid: Duration) -> Option<u64> {
-    rec.refresh_token.as_ref()?;
+    if !rec.renewable() {
+        return None;
+    }
     let expires_at = rec.expires_at?;
     Some(expires_at.saturating_sub(lead(rec, longest_min_valid).as_secs()))
 }

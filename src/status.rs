@@ -15,7 +15,7 @@ pub struct Row {
     pub account: String,
     pub provider: Option<String>,
     pub user: String,
-    /// oauth | password
+    /// oauth | app (client credentials) | password
     pub kind: String,
     /// none | valid | expired | needs_login | error; app passwords: none | stored | error
     pub state: String,
@@ -88,6 +88,9 @@ impl Row {
     fn login_ways(&mut self, a: &Account) {
         let Ok(o) = a.oauth() else { return };
         self.tenant = o.tenant.clone();
+        if o.app_only() {
+            return;
+        }
         self.redirect = Some(o.redirect.describe());
         self.device_login = Some(
             match (a.provider.and_then(|p| p.no_device_flow), &o.device_url) {
@@ -111,7 +114,8 @@ impl Row {
         store: &str,
         rescued: Option<&Path>,
     ) -> Row {
-        let mut row = Row::blank(a, "oauth", store);
+        let kind = if a.app_only() { "app" } else { "oauth" };
+        let mut row = Row::blank(a, kind, store);
         row.login_ways(a);
         if let Some(r) = state.record() {
             row.fill(r, now);
@@ -161,10 +165,11 @@ impl Row {
     }
 
     fn fill(&mut self, r: &TokenRecord, now: u64) {
-        self.state = if r.access_token.is_some() && r.remaining(now) > 0 {
-            "valid"
-        } else {
-            "expired"
+        self.state = match &r.access_token {
+            // An app-only account before its first token.
+            None if r.app_only && r.last_error.is_none() => "none",
+            Some(_) if r.remaining(now) > 0 => "valid",
+            _ => "expired",
         }
         .into();
         self.expires_at = r.expires_at;
@@ -235,7 +240,12 @@ fn render(r: &Row) -> String {
         line(&mut s, "store", &store);
         return s;
     }
+    let app = r.kind == "app";
     let token = match (r.state.as_str(), r.expires_in) {
+        ("none", _) if app => format!(
+            "none yet; `mailtoken token {}` asks for one with the app's credentials",
+            r.account
+        ),
         ("none", _) => format!("none; run `mailtoken login {}`", r.account),
         ("error", _) => "unknown (the store could not be read)".to_owned(),
         (_, Some(left)) if left > 0 => format!(
@@ -250,7 +260,7 @@ fn render(r: &Row) -> String {
         ),
         _ => format!(
             "expired{}",
-            if r.has_refresh_token && r.state != "needs_login" {
+            if (r.has_refresh_token || app) && r.state != "needs_login" {
                 "; the next `token` call refreshes it"
             } else {
                 ""
@@ -258,7 +268,13 @@ fn render(r: &Row) -> String {
         ),
     };
     line(&mut s, "access token", &token);
-    if r.state != "none" && r.state != "error" {
+    if app {
+        line(
+            &mut s,
+            "grant",
+            "client credentials: the app asks for each token itself, no login and no refresh token",
+        );
+    } else if r.state != "none" && r.state != "error" {
         line(
             &mut s,
             "refresh token",

@@ -31,10 +31,13 @@ pub struct Account {
 
 #[derive(Debug, Clone)]
 pub struct OAuth {
+    /// How tokens are obtained: a person's login, or the app's own credentials.
+    pub grant: Grant,
     pub client_id: String,
     pub client_secret: Option<Secret>,
     pub client_secret_cmd: Option<String>,
-    pub auth_url: Url,
+    /// `None` for app-only grants, where nobody is sent to a browser.
+    pub auth_url: Option<Url>,
     pub token_url: Url,
     pub device_url: Option<Url>,
     pub revoke_url: Option<Url>,
@@ -43,6 +46,25 @@ pub struct OAuth {
     /// Microsoft's tenant (`common`, `organizations`, ...), in the endpoint URLs.
     pub tenant: Option<String>,
     pub redirect: Redirect,
+}
+
+/// How an OAuth account gets its tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// A person logs in (browser or device code, `mailtoken login`); the refresh token
+    /// renews access from then on.
+    Login,
+    /// The client credentials grant (RFC 6749 §4.4): the app itself, with its secret
+    /// (`client_secret` / `client_secret_cmd`), gets a token for the mailbox it was
+    /// granted. Nobody logs in; a new token is simply asked for.
+    ClientCredentials,
+}
+
+impl OAuth {
+    /// Tokens come from the app's own credentials: no login, no refresh token.
+    pub fn app_only(&self) -> bool {
+        self.grant != Grant::Login
+    }
 }
 
 /// The loopback redirect URI as the client registered it (RFC 8252 §7.3): scheme, host
@@ -124,6 +146,28 @@ impl Account {
 
     pub fn uses_app_password(&self) -> bool {
         matches!(self.auth, Auth::Password)
+    }
+
+    /// An OAuth account whose tokens the app gets by itself (client credentials).
+    pub fn app_only(&self) -> bool {
+        matches!(&self.auth, Auth::OAuth(o) if o.app_only())
+    }
+
+    /// The OAuth settings of an account a person logs in to; for the others, a usage
+    /// error that says what to run instead.
+    pub fn login_oauth(&self) -> Result<&OAuth> {
+        let o = self.oauth()?;
+        if o.app_only() {
+            return Err(Error::usage(format!(
+                "account {} gets its tokens with the client credentials grant: nobody logs in",
+                self.name
+            ))
+            .with_remedy(format!(
+                "`mailtoken token {}` asks the provider for a token with the app's credentials whenever one is needed.",
+                self.name
+            )));
+        }
+        Ok(o)
     }
 
     pub fn server(&self, proto: Proto) -> Option<&Server> {

@@ -14,7 +14,7 @@ mod raw;
 mod resolve;
 mod source;
 
-pub use account::{Account, Auth, OAuth, Redirect};
+pub use account::{Account, Auth, Grant, OAuth, Redirect};
 
 use crate::error::{Error, Result};
 use crate::store::StoreConfig;
@@ -151,6 +151,7 @@ pub(crate) const TEST_GOOGLE: &str = "[accounts.a]\nprovider = \"google\"\nuser 
 
 #[cfg(test)]
 mod tests {
+    use super::account::Grant;
     use super::*;
     use crate::server::{Server, Tls};
 
@@ -207,7 +208,7 @@ client_secret = "GOCSPX-abc"
         .unwrap();
         let a = c.account("work").unwrap();
         assert_eq!(
-            a.oauth().unwrap().auth_url.as_str(),
+            a.oauth().unwrap().auth_url.as_ref().unwrap().as_str(),
             "https://login.microsoftonline.com/organizations/oauth2/v2.0/authorize"
         );
         assert!(
@@ -255,7 +256,11 @@ client_secret = "GOCSPX-abc"
             let c = parse(&format!("{MS}tenant = \"{tenant}\"\n")).unwrap();
             let o = c.account("w").unwrap().oauth().unwrap().clone();
             assert_eq!(o.tenant.as_deref(), Some(expect));
-            for url in [&o.auth_url, &o.token_url, o.device_url.as_ref().unwrap()] {
+            for url in [
+                o.auth_url.as_ref().unwrap(),
+                &o.token_url,
+                o.device_url.as_ref().unwrap(),
+            ] {
                 assert!(
                     url.path().starts_with(&format!("/{expect}/oauth2/v2.0/")),
                     "{url}"
@@ -342,6 +347,50 @@ client_secret = "GOCSPX-abc"
         ));
         assert!(
             e.contains("config.toml:6:17: redirect_uri already says"),
+            "{e}"
+        );
+    }
+
+    const MS_APP: &str = "[accounts.m]\nprovider = \"microsoft\"\nauth = \"client_credentials\"\ntenant = \"contoso.onmicrosoft.com\"\nuser = \"alerts@contoso.com\"\nclient_id = \"x\"\n";
+
+    #[test]
+    fn a_microsoft_app_only_account_gets_the_tenants_token_endpoint_and_the_default_scope() {
+        let c = parse(&format!("{MS_APP}client_secret_cmd = \"cat /etc/s\"\n")).unwrap();
+        let a = c.account("m").unwrap();
+        assert!(a.app_only());
+        let o = a.oauth().unwrap();
+        assert_eq!(o.grant, Grant::ClientCredentials);
+        assert_eq!(
+            o.token_url.as_str(),
+            "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
+        );
+        assert_eq!(o.scopes, ["https://outlook.office365.com/.default"]);
+        assert!(o.auth_url.is_none() && o.device_url.is_none() && o.auth_params.is_empty());
+        let e = a.login_oauth().unwrap_err();
+        assert!(e.message.contains("nobody logs in"), "{e}");
+    }
+
+    #[test]
+    fn an_app_only_account_needs_a_secret_and_no_login_settings() {
+        let e = err(MS_APP);
+        assert!(
+            e.contains("config.toml:1:1: account `m` has no `client_secret`"),
+            "{e}"
+        );
+        assert!(e.contains("Certificates & secrets"), "{e}");
+        let e = err(&format!(
+            "{MS_APP}client_secret = \"s\"\nredirect_uri = \"http://localhost\"\n"
+        ));
+        assert!(
+            e.contains("config.toml:8:16: account `m`: redirect_uri is for a person's login"),
+            "{e}"
+        );
+        let e = err(
+            "[accounts.g]\nprovider = \"google\"\nauth = \"client_credentials\"\nuser = \"g@example.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n",
+        );
+        assert!(e.contains("config.toml:3:8: provider `google`"), "{e}");
+        assert!(
+            e.contains("has no client credentials grant for mail"),
             "{e}"
         );
     }

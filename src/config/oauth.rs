@@ -2,15 +2,19 @@
 //! preset's, with the tenant put in, or the account's own), scopes, extra parameters
 //! of the authorization request, and the loopback redirect.
 
-use super::account::{Auth, OAuth, Redirect};
+use super::account::{Auth, Grant, OAuth, Redirect};
 use super::source::{Table, parse_url};
 use crate::error::Result;
 use crate::secret::Secret;
 use toml::Spanned;
 use url::Url;
 
-pub(super) fn resolve(t: &Table) -> Result<Auth> {
+pub(super) fn resolve(t: &Table, grant: Grant) -> Result<Auth> {
     let (a, name, provider) = (t.raw, t.name, t.provider);
+    let app_only = grant != Grant::Login;
+    if app_only {
+        app_only_checks(t)?;
+    }
     if let Some(p) = provider.filter(|p| p.auth_url.is_none())
         && a.auth_url.is_none()
     {
@@ -62,13 +66,20 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
                 Url::parse(&u).expect("preset URLs are valid")
             }))
         };
-    let auth_url = from_preset("auth_url", &a.auth_url, provider.and_then(|p| p.auth_url))?
-        .ok_or_else(|| {
-            t.missing(
-                "auth_url",
-                "Set auth_url and token_url, or a provider preset such as provider = \"google\".",
-            )
-        })?;
+    let auth_url = if app_only {
+        None
+    } else {
+        Some(
+            from_preset("auth_url", &a.auth_url, provider.and_then(|p| p.auth_url))?.ok_or_else(
+                || {
+                    t.missing(
+                        "auth_url",
+                        "Set auth_url and token_url, or a provider preset such as provider = \"google\".",
+                    )
+                },
+            )?,
+        )
+    };
     let token_url = from_preset(
         "token_url",
         &a.token_url,
@@ -83,7 +94,7 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
     let device_url = from_preset(
         "device_url",
         &a.device_url,
-        provider.and_then(|p| p.device_url),
+        provider.and_then(|p| p.device_url).filter(|_| !app_only),
     )?;
     let revoke_url = from_preset(
         "revoke_url",
@@ -92,6 +103,7 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
     )?;
     let scopes = match (&a.scopes, provider) {
         (Some(s), _) => s.clone(),
+        (None, Some(p)) if app_only => p.app_scopes.iter().map(|s| (*s).to_owned()).collect(),
         (None, Some(p)) if p.auth_url.is_some() => {
             p.scopes.iter().map(|s| (*s).to_owned()).collect()
         }
@@ -103,6 +115,7 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
         }
     };
     let mut auth_params: Vec<(String, String)> = provider
+        .filter(|_| !app_only)
         .map(|p| {
             p.auth_params
                 .iter()
@@ -115,6 +128,13 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
         auth_params.push((k.clone(), v.clone()));
     }
     let client_secret = a.client_secret.clone().map(Secret::new);
+    if grant == Grant::ClientCredentials && client_secret.is_none() && a.client_secret_cmd.is_none()
+    {
+        return Err(t.missing(
+            "client_secret",
+            "The client credentials grant authenticates the app itself: add client_secret_cmd = \"cat /etc/mailtoken/secret\" (or client_secret = \"...\"), the secret made for the app registration (Entra: Certificates & secrets).",
+        ));
+    }
     if provider.is_some_and(|p| p.needs_client_secret)
         && client_secret.is_none()
         && a.client_secret_cmd.is_none()
@@ -126,6 +146,7 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
     }
     let redirect = redirect(t)?;
     Ok(Auth::OAuth(Box::new(OAuth {
+        grant,
         client_id,
         client_secret,
         client_secret_cmd: a.client_secret_cmd.clone(),
@@ -138,6 +159,40 @@ pub(super) fn resolve(t: &Table) -> Result<Auth> {
         tenant,
         redirect,
     })))
+}
+
+/// What an app-only account cannot have: a provider without such a grant, and the
+/// settings of a person's login.
+fn app_only_checks(t: &Table) -> Result<()> {
+    let (a, name) = (t.raw, t.name);
+    if let Some(p) = t.provider.filter(|p| p.app_scopes.is_empty()) {
+        return Err(t.src.error(
+            Some(t.auth_span()),
+            &format!(
+                "provider `{}` ({}) has no client credentials grant for mail",
+                p.name, p.title
+            ),
+            Some(format!(
+                "Use auth = \"oauth\" and `mailtoken login {name}`, or leave `provider` out and spell out the token_url and scopes of a provider that has one."
+            )),
+        ));
+    }
+    let login_only = [
+        ("auth_url", a.auth_url.as_ref().map(Spanned::span)),
+        ("device_url", a.device_url.as_ref().map(Spanned::span)),
+        ("redirect_uri", a.redirect_uri.as_ref().map(Spanned::span)),
+        ("redirect_host", a.redirect_host.as_ref().map(Spanned::span)),
+        ("redirect_path", a.redirect_path.as_ref().map(Spanned::span)),
+    ];
+    let params = (!a.auth_params.is_empty()).then(|| ("auth_params", Some(t.span.clone())));
+    if let Some((key, span)) = login_only.into_iter().find(|(_, s)| s.is_some()).or(params) {
+        return Err(t.src.error(
+            span,
+            &format!("account `{name}`: {key} is for a person's login, and nobody logs in with the client credentials grant"),
+            Some(format!("Remove {key}: the app asks the token endpoint for tokens by itself.")),
+        ));
+    }
+    Ok(())
 }
 
 /// A Microsoft tenant as the authority URL takes it: `common`, `organizations`,

@@ -2,7 +2,7 @@
 //! user and the servers, which every account has; then the part that depends on how it
 //! signs in, in `oauth.rs` or `password.rs`.
 
-use super::account::Account;
+use super::account::{Account, Grant};
 use super::raw::{RawAccount, RawServer};
 use super::source::{Source, Table};
 use super::{oauth, password};
@@ -79,7 +79,8 @@ pub(super) fn resolve(
     };
     let auth = match kind {
         AuthKind::Password => password::resolve(&table, &imap, &pop, &smtp)?,
-        AuthKind::Oauth => oauth::resolve(&table)?,
+        AuthKind::Oauth => oauth::resolve(&table, Grant::Login)?,
+        AuthKind::ClientCredentials => oauth::resolve(&table, Grant::ClientCredentials)?,
     };
     Ok(Account {
         imap,

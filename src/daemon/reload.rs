@@ -41,8 +41,9 @@ fn fingerprint(a: &Account) -> String {
         return format!("{}|app password", a.user);
     };
     format!(
-        "{}|{}|{}|{}|{:?}|{}|{:?}|{:?}",
+        "{}|{:?}|{}|{:?}|{}|{:?}|{}|{:?}|{:?}",
         a.user,
+        o.grant,
         o.client_id,
         o.auth_url,
         o.token_url,

@@ -271,10 +271,12 @@ impl<'a> OAuthClient<'a> {
         })
     }
 
+    /// The client for the token endpoint (the authorization endpoint is set only where
+    /// a person is sent to it: `authorize_url`).
     fn client(
         &self,
     ) -> BasicClient<
-        oauth2::EndpointSet,
+        oauth2::EndpointNotSet,
         oauth2::EndpointNotSet,
         oauth2::EndpointNotSet,
         oauth2::EndpointNotSet,
@@ -282,7 +284,6 @@ impl<'a> OAuthClient<'a> {
     > {
         let o = self.oauth;
         let mut c = BasicClient::new(ClientId::new(o.client_id.clone()))
-            .set_auth_uri(AuthUrl::from_url(o.auth_url.clone()))
             .set_token_uri(TokenUrl::from_url(o.token_url.clone()))
             // Credentials in the form body: what Google's and Microsoft's public and
             // desktop clients expect, and what every provider accepts for public clients.
@@ -298,9 +299,20 @@ impl<'a> OAuthClient<'a> {
         &self,
         redirect_uri: &str,
         challenge: PkceCodeChallenge,
-    ) -> (Url, CsrfToken) {
+    ) -> Result<(Url, CsrfToken)> {
         let o = self.oauth;
-        let client = self.client().set_redirect_uri(redirect_url(redirect_uri));
+        let auth_url = self
+            .account
+            .login_oauth()?
+            .auth_url
+            .clone()
+            .ok_or_else(|| {
+                Error::config(format!("account {} has no auth_url", self.account.name))
+            })?;
+        let client = self
+            .client()
+            .set_auth_uri(AuthUrl::from_url(auth_url))
+            .set_redirect_uri(redirect_url(redirect_uri));
         let mut req = client
             .authorize_url(CsrfToken::new_random)
             .add_scopes(o.scopes.iter().cloned().map(Scope::new))
@@ -312,7 +324,7 @@ impl<'a> OAuthClient<'a> {
         for (k, v) in &o.auth_params {
             req = req.add_extra_param(k.clone(), v.clone());
         }
-        req.url()
+        Ok(req.url())
     }
 
     pub async fn exchange_code(
@@ -344,6 +356,20 @@ impl<'a> OAuthClient<'a> {
             .request_async(&http)
             .await;
         self.grant(resp, Step::Refresh)
+    }
+
+    /// A token for an app-only account, from the app's own credentials: the client
+    /// credentials grant (RFC 6749 §4.4), with the account's scopes (Microsoft: the
+    /// `.default` scope of Exchange Online).
+    pub async fn app_token(&self) -> Result<TokenGrant, TokenError> {
+        let http = |r| send(&self.http, r);
+        let resp = self
+            .client()
+            .exchange_client_credentials()
+            .add_scopes(self.oauth.scopes.iter().cloned().map(Scope::new))
+            .request_async(&http)
+            .await;
+        self.grant(resp, Step::App)
     }
 
     /// RFC 7009 revocation of a token at the provider's revocation endpoint.
@@ -415,6 +441,8 @@ enum Step {
     Refresh,
     /// Polling for a device login (RFC 8628).
     Device,
+    /// An app-only token from the client's own credentials.
+    App,
 }
 
 /// The redirect URI exactly as spelled (`RedirectUrl::new` keeps the text; `from_url`
@@ -454,9 +482,10 @@ fn classify(
         Step::Login => "exchanging the authorization code",
         Step::Refresh => "refreshing the access token",
         Step::Device => "waiting for the device login",
+        Step::App => "asking for an app-only token",
     };
     let keep = match step {
-        Step::Refresh => " The stored tokens are kept.",
+        Step::Refresh | Step::App => " The stored tokens are kept.",
         Step::Login | Step::Device => "",
     };
     let (kind, error) = match e {

@@ -24,6 +24,8 @@
 //                  redirect URI https://localhost (like Thunderbird's public Microsoft
 //                  registration) and matched the way Microsoft matches it: any port
 //                  (see MICROSOFT_LOCALHOST_CLIENTS below)
+//   (registered)   app-only clients that tests register at POST /reg (RFC 7591):
+//                  client_credentials, with the one `mailbox` their tokens are for
 //   mail-rs        resource server for introspection only (client_secret_basic,
 //                  secret 'mail-rs-secret'); may introspect tokens of every client
 //
@@ -161,7 +163,9 @@ function countGrant(account, grantType, scope) {
   if (!account) return;
   let entry = grantStats.get(account);
   if (!entry) {
-    entry = { refresh_grants: 0, code_grants: 0, device_grants: 0, last_refresh_scope: null };
+    entry = {
+      refresh_grants: 0, code_grants: 0, device_grants: 0, app_grants: 0, last_refresh_scope: null,
+    };
     grantStats.set(account, entry);
   }
   if (grantType === 'refresh_token') {
@@ -170,6 +174,7 @@ function countGrant(account, grantType, scope) {
     entry.last_refresh_scope = scope ?? null;
   }
   else if (grantType === 'authorization_code') entry.code_grants += 1;
+  else if (grantType === 'client_credentials') entry.app_grants += 1;
   else if (grantType === 'urn:ietf:params:oauth:grant-type:device_code') entry.device_grants += 1;
 }
 
@@ -221,6 +226,7 @@ const configuration = {
     revocation: '/token/revocation',
     introspection: '/token/introspection',
     device_authorization: '/device/auth',
+    registration: '/reg',
     code_verification: '/device',
     userinfo: '/me',
     jwks: '/jwks',
@@ -232,6 +238,20 @@ const configuration = {
     email: ['email'],
   },
   extraParams: ['access_type'],
+  // The mailbox an app-only client's tokens belong to, as Exchange grants an app's
+  // service principal one mailbox (Add-MailboxPermission).
+  extraClientMetadata: {
+    // `lifetime`: seconds its app-only tokens live (default AUTHSERVER_TTL).
+    properties: ['mailbox', 'lifetime'],
+    validator(ctx, key, value) {
+      if (key === 'mailbox' && value !== undefined && typeof value !== 'string') {
+        throw new Error('mailbox must be a string');
+      }
+      if (key === 'lifetime' && value !== undefined && !Number.isInteger(value)) {
+        throw new Error('lifetime must be an integer');
+      }
+    },
+  },
   pkce: {
     // PKCE (S256, the only method allowed by default) for every client
     // using the authorization code flow.
@@ -249,6 +269,12 @@ const configuration = {
       ),
     },
     revocation: { enabled: true },
+    // App-only tokens (RFC 6749 §4.4) for the server accounts' tests.
+    clientCredentials: { enabled: true },
+    // Test-only: each test registers its own app-only client (RFC 7591), with the one
+    // mailbox its tokens are for (`mailbox`, see extraClientMetadata), so that tests
+    // share the server and nothing else.
+    registration: { enabled: true },
     deviceFlow: {
       enabled: true,
       charset: 'base-20',
@@ -288,6 +314,7 @@ const configuration = {
         : ACCESS_TOKEN_TTL
     ),
     AuthorizationCode: 60,
+    ClientCredentials: (ctx, token, client) => client?.lifetime ?? ACCESS_TOKEN_TTL,
     DeviceCode: (ctx, token, client) => (
       (client?.clientId ?? token?.clientId) === 'native-device-short' ? DEVICE_SHORT_TTL : 600
     ),
@@ -319,6 +346,10 @@ const configuration = {
     // Appears in introspection responses of access tokens (Dovecot's
     // username_attribute = email).
     if (token.accountId) return { email: token.accountId };
+    // An app-only token is for the client's one mailbox, and no other.
+    if (token.kind === 'ClientCredentials' && ctx.oidc.client?.mailbox) {
+      return { email: ctx.oidc.client.mailbox };
+    }
     return undefined;
   },
   async findAccount(ctx, sub) {
@@ -370,8 +401,10 @@ server.listen(requestedPort, '127.0.0.1', () => {
   });
   provider.on('grant.success', (ctx) => {
     const grantType = ctx.oidc.params?.grant_type;
+    // App-only grants are counted under `client:CLIENT_ID`.
     const account = ctx.oidc.entities?.Account?.accountId
-      ?? ctx.oidc.entities?.AccessToken?.accountId;
+      ?? ctx.oidc.entities?.AccessToken?.accountId
+      ?? (grantType === 'client_credentials' ? `client:${ctx.oidc.client?.clientId}` : undefined);
     countGrant(account, grantType, ctx.oidc.params?.scope);
     log('grant.success', grantType, account, ctx.oidc.client?.clientId);
   });
@@ -463,7 +496,9 @@ async function handleCustom(provider, req, res, url) {
   if (path === '/_test/stats' && req.method === 'GET') {
     const account = url.searchParams.get('account') ?? '';
     const entry = grantStats.get(account)
-      ?? { refresh_grants: 0, code_grants: 0, device_grants: 0, last_refresh_scope: null };
+      ?? {
+        refresh_grants: 0, code_grants: 0, device_grants: 0, app_grants: 0, last_refresh_scope: null,
+      };
     sendJson(res, 200, { account, ...entry });
     return;
   }

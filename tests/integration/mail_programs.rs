@@ -215,3 +215,18 @@ fn mbsync_syncs_the_inbox_with_xoauth2_through_the_cyrus_plugin() {
         stderr(&o)
     );
 }
+
+#[test]
+fn msmtp_sends_as_the_mailbox_with_an_app_only_token() {
+    let (env, app) = app_env("msmtp-app", None);
+    let rc = env.dir.path().join("msmtprc");
+    let text = setup(&env, &["msmtp", "app"], &rc);
+    assert!(text.contains("auth xoauth2"), "{text}");
+    msmtp_send(
+        &env,
+        &rc,
+        "app",
+        &app.mailbox,
+        &format!("app-only {}", app.mailbox),
+    );
+}

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod app_only;
 mod app_password;
 mod authserver_selftest;
 mod browser_login;

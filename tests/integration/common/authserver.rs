@@ -103,6 +103,42 @@ pub async fn token_request(form: &[(&str, &str)]) -> (u16, Value) {
     .await
 }
 
+/// An app-only client a test registered for itself (RFC 7591 at the test server).
+pub struct App {
+    pub client_id: String,
+    pub client_secret: String,
+    /// The one mailbox its tokens are for.
+    pub mailbox: String,
+}
+
+/// Registers a confidential client allowed the client credentials grant for the scope
+/// `mail`, whose tokens are for `mailbox` only and live `lifetime` seconds (`None`: the
+/// server's default).
+pub async fn register_app(mailbox: &str, lifetime: Option<u32>) -> App {
+    let mut meta = serde_json::json!({
+        "grant_types": ["client_credentials"],
+        "response_types": [],
+        "redirect_uris": [],
+        "token_endpoint_auth_method": "client_secret_post",
+        "scope": "mail",
+        "mailbox": mailbox,
+    });
+    if let Some(l) = lifetime {
+        meta["lifetime"] = l.into();
+    }
+    let (status, v) = json_response(
+        "client registration",
+        http().post(endpoint("/reg")).json(&meta).send().await,
+    )
+    .await;
+    assert_eq!(status, 201, "registration answered HTTP {status}: {v}");
+    App {
+        client_id: v["client_id"].as_str().unwrap().to_owned(),
+        client_secret: v["client_secret"].as_str().unwrap().to_owned(),
+        mailbox: mailbox.to_owned(),
+    }
+}
+
 /// RFC 7662 introspection as the resource server `mail-rs` (HTTP basic
 /// auth). Access tokens come back with `active`, `sub`, `email`, `scope`,
 /// `client_id`, `exp`, ...; unknown, expired or revoked tokens with

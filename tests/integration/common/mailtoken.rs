@@ -2,7 +2,7 @@
 //! gets its own config, state and runtime directories, so tests share the one
 //! authorization server without sharing anything else.
 
-use super::authserver::{self, Browser, Decision};
+use super::authserver::{self, App, Browser, Decision};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -240,6 +240,45 @@ impl Env {
             r["expires_at"] = (now - 100).into();
         });
     }
+}
+
+/// An app registered for a fresh mailbox, and a world with an account `app` for it
+/// (the secret in a 0600 file read by `client_secret_cmd`), with the test Dovecot's
+/// servers.
+pub fn app_env(tag: &str, lifetime: Option<u32>) -> (Env, App) {
+    let app = rt().block_on(authserver::register_app(&unique_login(tag), lifetime));
+    let env = Env::with_file_store("");
+    let secret = env.dir.path().join("app-secret");
+    std::fs::write(&secret, format!("{}\n", app.client_secret)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    env.write_config(&format!(
+        "timeout = \"10s\"\n[store]\nkind = \"file\"\n{}",
+        app_account("app", &app, &secret.display().to_string())
+    ));
+    (env, app)
+}
+
+pub fn app_account(name: &str, app: &App, secret_file: &str) -> String {
+    let m = super::mailserver::mailserver();
+    format!(
+        "[accounts.{name}]\nauth = \"client_credentials\"\nuser = \"{}\"\n\
+         token_url = \"{}/token\"\nclient_id = \"{}\"\nclient_secret_cmd = \"cat {secret_file}\"\n\
+         scopes = [\"mail\"]\nca_file = \"{}\"\n\
+         imap = {{ host = \"127.0.0.1\", port = {}, tls = \"implicit\" }}\n\
+         pop = {{ host = \"127.0.0.1\", port = {}, tls = \"implicit\" }}\n\
+         smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n",
+        app.mailbox,
+        authserver::issuer(),
+        app.client_id,
+        m.ca.display(),
+        m.imaps_port,
+        m.pop3s_port,
+        m.submission_port,
+    )
 }
 
 /// The wall clock in Unix seconds, as records keep it.
