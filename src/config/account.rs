@@ -55,9 +55,30 @@ pub enum Grant {
     /// renews access from then on.
     Login,
     /// The client credentials grant (RFC 6749 §4.4): the app itself, with its secret
-    /// (`client_secret` / `client_secret_cmd`), gets a token for the mailbox it was
-    /// granted. Nobody logs in; a new token is simply asked for.
-    ClientCredentials,
+    /// or its certificate, gets a token for the mailbox it was granted. Nobody logs in;
+    /// a new token is simply asked for.
+    ClientCredentials(ClientAuth),
+}
+
+/// How an app proves who it is at the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// `client_secret` / `client_secret_cmd`.
+    Secret,
+    /// A certificate and its private key sign a client assertion (RFC 7523 §2.2,
+    /// `private_key_jwt`).
+    Certificate(KeyMaterial),
+}
+
+/// Where a certificate and its key come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMaterial {
+    Files {
+        certificate: PathBuf,
+        private_key: PathBuf,
+    },
+    /// A command that prints both PEM blocks (`certificate_cmd`).
+    Command(String),
 }
 
 impl OAuth {

@@ -14,7 +14,7 @@ mod raw;
 mod resolve;
 mod source;
 
-pub use account::{Account, Auth, Grant, OAuth, Redirect};
+pub use account::{Account, Auth, ClientAuth, Grant, KeyMaterial, OAuth, Redirect};
 
 use crate::error::{Error, Result};
 use crate::store::StoreConfig;
@@ -151,7 +151,7 @@ pub(crate) const TEST_GOOGLE: &str = "[accounts.a]\nprovider = \"google\"\nuser 
 
 #[cfg(test)]
 mod tests {
-    use super::account::Grant;
+    use super::account::{ClientAuth, Grant, KeyMaterial};
     use super::*;
     use crate::server::{Server, Tls};
 
@@ -359,7 +359,10 @@ client_secret = "GOCSPX-abc"
         let a = c.account("m").unwrap();
         assert!(a.app_only());
         let o = a.oauth().unwrap();
-        assert_eq!(o.grant, Grant::ClientCredentials);
+        assert_eq!(
+            o.grant,
+            Grant::ClientCredentials(super::account::ClientAuth::Secret)
+        );
         assert_eq!(
             o.token_url.as_str(),
             "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token"
@@ -393,6 +396,38 @@ client_secret = "GOCSPX-abc"
             e.contains("has no client credentials grant for mail"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn an_app_certificate_needs_its_key_and_no_secret_beside_it() {
+        let c = parse(&format!(
+            "{MS_APP}certificate = \"~/app.pem\"\nprivate_key = \"/etc/k.pem\"\n"
+        ))
+        .unwrap();
+        let o = c.account("m").unwrap().oauth().unwrap().clone();
+        let Grant::ClientCredentials(ClientAuth::Certificate(KeyMaterial::Files {
+            certificate,
+            private_key,
+        })) = o.grant
+        else {
+            panic!("{:?}", o.grant)
+        };
+        assert!(certificate.ends_with("app.pem") && !certificate.starts_with("~"));
+        assert_eq!(private_key, std::path::Path::new("/etc/k.pem"));
+        let e = err(&format!("{MS_APP}certificate = \"/c.pem\"\n"));
+        assert!(
+            e.contains("config.toml:7:15: certificate needs private_key"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{MS_APP}certificate_cmd = \"x\"\nclient_secret = \"s\"\n"
+        ));
+        assert!(
+            e.contains("has both a client secret and a certificate"),
+            "{e}"
+        );
+        let e = err(&format!("{GOOGLE}certificate = \"/c.pem\"\n"));
+        assert!(e.contains("a certificate is for app-only accounts"), "{e}");
     }
 
     #[test]

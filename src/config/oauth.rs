@@ -2,9 +2,10 @@
 //! preset's, with the tenant put in, or the account's own), scopes, extra parameters
 //! of the authorization request, and the loopback redirect.
 
-use super::account::{Auth, Grant, OAuth, Redirect};
+use super::account::{Auth, ClientAuth, Grant, KeyMaterial, OAuth, Redirect};
 use super::source::{Table, parse_url};
 use crate::error::Result;
+use crate::paths::expand_home;
 use crate::secret::Secret;
 use toml::Spanned;
 use url::Url;
@@ -14,6 +15,16 @@ pub(super) fn resolve(t: &Table, grant: Grant) -> Result<Auth> {
     let app_only = grant != Grant::Login;
     if app_only {
         app_only_checks(t)?;
+    } else if let Some(k) = [&a.certificate, &a.private_key, &a.certificate_cmd]
+        .into_iter()
+        .flatten()
+        .next()
+    {
+        return Err(t.src.error(
+            Some(k.span()),
+            "a certificate is for app-only accounts (auth = \"client_credentials\"); a person's login does not use one",
+            Some("Remove it, or set auth = \"client_credentials\" for an app that signs in as itself.".into()),
+        ));
     }
     if let Some(p) = provider.filter(|p| p.auth_url.is_none())
         && a.auth_url.is_none()
@@ -128,11 +139,13 @@ pub(super) fn resolve(t: &Table, grant: Grant) -> Result<Auth> {
         auth_params.push((k.clone(), v.clone()));
     }
     let client_secret = a.client_secret.clone().map(Secret::new);
-    if grant == Grant::ClientCredentials && client_secret.is_none() && a.client_secret_cmd.is_none()
+    if grant == Grant::ClientCredentials(ClientAuth::Secret)
+        && client_secret.is_none()
+        && a.client_secret_cmd.is_none()
     {
         return Err(t.missing(
             "client_secret",
-            "The client credentials grant authenticates the app itself: add client_secret_cmd = \"cat /etc/mailtoken/secret\" (or client_secret = \"...\"), the secret made for the app registration (Entra: Certificates & secrets).",
+            "The client credentials grant authenticates the app itself: add client_secret_cmd = \"cat /etc/mailtoken/secret\" (or client_secret = \"...\"), the secret made for the app registration (Entra: Certificates & secrets), or certificate and private_key for a certificate uploaded there.",
         ));
     }
     if provider.is_some_and(|p| p.needs_client_secret)
@@ -159,6 +172,53 @@ pub(super) fn resolve(t: &Table, grant: Grant) -> Result<Auth> {
         tenant,
         redirect,
     })))
+}
+
+/// How an app-only account authenticates: a certificate (files or a command), or
+/// its secret; not both.
+pub(super) fn client_auth(t: &Table) -> Result<ClientAuth> {
+    let a = t.raw;
+    let secret = a.client_secret.is_some() || a.client_secret_cmd.is_some();
+    let material = match (&a.certificate, &a.private_key, &a.certificate_cmd) {
+        (None, None, None) => return Ok(ClientAuth::Secret),
+        (Some(c), Some(k), None) => KeyMaterial::Files {
+            certificate: expand_home(std::path::Path::new(c.get_ref())),
+            private_key: expand_home(std::path::Path::new(k.get_ref())),
+        },
+        (None, None, Some(cmd)) => KeyMaterial::Command(cmd.get_ref().clone()),
+        (Some(c), None, None) => {
+            return Err(t.src.error(
+                Some(c.span()),
+                "certificate needs private_key: the key that signs with it",
+                Some("Add private_key = \"/path/to/key.pem\" (or certificate_cmd for a command that prints both).".into()),
+            ));
+        }
+        (None, Some(k), None) => {
+            return Err(t.src.error(
+                Some(k.span()),
+                "private_key needs certificate: the one uploaded to the app registration",
+                Some("Add certificate = \"/path/to/cert.pem\".".into()),
+            ));
+        }
+        (_, _, Some(cmd)) => {
+            return Err(t.src.error(
+                Some(cmd.span()),
+                "certificate_cmd prints the certificate and the key: certificate and private_key go without it",
+                Some("Keep either certificate_cmd or certificate and private_key.".into()),
+            ));
+        }
+    };
+    if secret {
+        return Err(t.src.error(
+            Some(t.span.clone()),
+            &format!(
+                "account `{}` has both a client secret and a certificate",
+                t.name
+            ),
+            Some("Keep one way for the app to prove who it is.".into()),
+        ));
+    }
+    Ok(ClientAuth::Certificate(material))
 }
 
 /// What an app-only account cannot have: a provider without such a grant, and the

@@ -40,6 +40,9 @@ pub(super) fn resolve(
         ("scopes", a.scopes.is_some()),
         ("auth_params", !a.auth_params.is_empty()),
         ("redirect_uri", a.redirect_uri.is_some()),
+        ("certificate", a.certificate.is_some()),
+        ("private_key", a.private_key.is_some()),
+        ("certificate_cmd", a.certificate_cmd.is_some()),
         ("redirect_host", a.redirect_host.is_some()),
         ("redirect_path", a.redirect_path.is_some()),
     ]

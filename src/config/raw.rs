@@ -30,6 +30,11 @@ pub(super) struct RawAccount {
     pub(super) client_id: Option<String>,
     pub(super) client_secret: Option<String>,
     pub(super) client_secret_cmd: Option<String>,
+    /// An app's certificate (PEM) for a signed client assertion, and its key.
+    pub(super) certificate: Option<Spanned<String>>,
+    pub(super) private_key: Option<Spanned<String>>,
+    /// A command printing both PEM blocks (certificate and key), instead of files.
+    pub(super) certificate_cmd: Option<Spanned<String>>,
     pub(super) auth_url: Option<Spanned<String>>,
     pub(super) token_url: Option<Spanned<String>>,
     pub(super) device_url: Option<Spanned<String>>,

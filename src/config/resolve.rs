@@ -80,7 +80,10 @@ pub(super) fn resolve(
     let auth = match kind {
         AuthKind::Password => password::resolve(&table, &imap, &pop, &smtp)?,
         AuthKind::Oauth => oauth::resolve(&table, Grant::Login)?,
-        AuthKind::ClientCredentials => oauth::resolve(&table, Grant::ClientCredentials)?,
+        AuthKind::ClientCredentials => oauth::resolve(
+            &table,
+            Grant::ClientCredentials(oauth::client_auth(&table)?),
+        )?,
     };
     Ok(Account {
         imap,

@@ -4,12 +4,13 @@
 //! classified before it reaches a person: a 503, a hang, an HTML page from a captive
 //! portal and a rejected refresh token each get their own words and exit code.
 
+pub mod assertion;
 pub mod device;
 pub mod microsoft;
 
-use crate::config::{Account, OAuth};
+use crate::config::{Account, ClientAuth, Grant, KeyMaterial, OAuth};
 use crate::error::{Error, ExitCode, Result, chain};
-use crate::record::FailureKind;
+use crate::record::{self, FailureKind};
 use crate::secret::Secret;
 use oauth2::basic::{BasicClient, BasicErrorResponse, BasicErrorResponseType, BasicTokenResponse};
 use oauth2::{
@@ -64,6 +65,8 @@ pub struct OAuthClient<'a> {
     oauth: &'a OAuth,
     http: reqwest::Client,
     secret: Option<Secret>,
+    /// An app's certificate and key, for a signed client assertion.
+    signer: Option<assertion::Signer>,
     timeout: Duration,
 }
 
@@ -222,25 +225,50 @@ pub fn http_client(account: &Account, timeout: Duration) -> Result<reqwest::Clie
         .map_err(|e| Error::software(format!("HTTP client: {}", chain(&e))))
 }
 
+/// The app's certificate and key, from their files or from `certificate_cmd`.
+fn signer(account: &Account, m: &KeyMaterial) -> Result<assertion::Signer> {
+    match m {
+        KeyMaterial::Files {
+            certificate,
+            private_key,
+        } => {
+            // The certificate is public; the key is not.
+            let cert = assertion::read_file(certificate, "certificate", false)?;
+            let key = assertion::read_file(private_key, "private_key", true)?;
+            assertion::Signer::from_pem(&certificate.display().to_string(), &cert, &key)
+        }
+        KeyMaterial::Command(cmd) => {
+            let out = run_secret_command(account, "certificate_cmd", cmd)?;
+            assertion::Signer::from_pem(&format!("certificate_cmd `{cmd}`"), &out, &out)
+        }
+    }
+}
+
 /// Runs `client_secret_cmd` (e.g. `pass show ...`) and returns its first line.
 fn secret_from_command(account: &Account, cmd: &str) -> Result<Secret> {
+    let out = run_secret_command(account, "client_secret_cmd", cmd)?;
+    let text = zeroize::Zeroizing::new(String::from_utf8_lossy(&out).into_owned());
+    Ok(Secret::new(text.lines().next().unwrap_or("").trim()))
+}
+
+/// Runs a command of the config (`key` names it) that prints secret material, and
+/// returns its whole output (wiped when dropped); nothing printed is an error.
+fn run_secret_command(
+    account: &Account,
+    key: &str,
+    cmd: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>> {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd)
         .stdin(std::process::Stdio::null())
         .output()
-        .map_err(|e| {
-            Error::config(format!(
-                "account {}: cannot run client_secret_cmd: {e}",
-                account.name
-            ))
-        })?;
-    let stdout = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
-    let line = stdout.lines().next().unwrap_or("").trim();
-    if !out.status.success() || line.is_empty() {
+        .map_err(|e| Error::config(format!("account {}: cannot run {key}: {e}", account.name)))?;
+    let stdout = zeroize::Zeroizing::new(out.stdout);
+    if !out.status.success() || stdout.iter().all(u8::is_ascii_whitespace) {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(Error::config(format!(
-            "account {}: client_secret_cmd `{cmd}` {} {}",
+            "account {}: {key} `{cmd}` {} {}",
             account.name,
             if out.status.success() {
                 "printed nothing"
@@ -251,7 +279,7 @@ fn secret_from_command(account: &Account, cmd: &str) -> Result<Secret> {
         ))
         .with_remedy("Run the command by hand to see what is wrong."));
     }
-    Ok(Secret::new(line))
+    Ok(stdout)
 }
 
 impl<'a> OAuthClient<'a> {
@@ -262,11 +290,16 @@ impl<'a> OAuthClient<'a> {
             (None, Some(cmd)) => Some(secret_from_command(account, cmd)?),
             (None, None) => None,
         };
+        let signer = match &oauth.grant {
+            Grant::ClientCredentials(ClientAuth::Certificate(m)) => Some(signer(account, m)?),
+            _ => None,
+        };
         Ok(OAuthClient {
             account,
             oauth,
             http: http_client(account, timeout)?,
             secret,
+            signer,
             timeout,
         })
     }
@@ -363,12 +396,30 @@ impl<'a> OAuthClient<'a> {
     /// `.default` scope of Exchange Online).
     pub async fn app_token(&self) -> Result<TokenGrant, TokenError> {
         let http = |r| send(&self.http, r);
-        let resp = self
-            .client()
+        let client = self.client();
+        let mut req = client
             .exchange_client_credentials()
-            .add_scopes(self.oauth.scopes.iter().cloned().map(Scope::new))
-            .request_async(&http)
-            .await;
+            .add_scopes(self.oauth.scopes.iter().cloned().map(Scope::new));
+        // RFC 7523 §2.2 with RFC 7521 §4.2's parameters; the client_id stays in the body.
+        if let Some(signer) = &self.signer {
+            let jwt = signer
+                .client_assertion(
+                    &self.oauth.client_id,
+                    self.oauth.token_url.as_str(),
+                    record::now(),
+                )
+                .map_err(|error| TokenError {
+                    kind: FailureKind::Config,
+                    error,
+                })?;
+            req = req
+                .add_extra_param(
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                )
+                .add_extra_param("client_assertion", jwt.expose().to_owned());
+        }
+        let resp = req.request_async(&http).await;
         self.grant(resp, Step::App)
     }
 

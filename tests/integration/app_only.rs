@@ -5,9 +5,13 @@
 
 use crate::common;
 
-use common::authserver::App;
+use base64::Engine;
+use common::authserver::{self, App};
 use common::mailtoken::*;
-use std::process::Stdio;
+use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 fn app_grants(app: &App) -> u64 {
     stats(&format!("client:{}", app.client_id), "app_grants")
@@ -157,4 +161,186 @@ fn a_wrong_client_secret_is_a_config_error_that_names_the_secret() {
     let e = stderr(&o);
     assert!(e.contains("invalid_client"), "{e}");
     assert!(e.contains("client_secret"), "{e}");
+}
+
+// ---- a certificate instead of a secret (private_key_jwt, RFC 7523 §2.2) -------------
+
+/// An RSA key made by openssl and a certificate for it, valid for two days from now
+/// or, `expired`, only in 2020, in `dir`; and the JWK set of the public key that the
+/// test server checks assertions with.
+fn app_certificate(dir: &Path, expired: bool) -> (PathBuf, PathBuf, Value) {
+    let (cert, key) = (dir.join("app-cert.pem"), dir.join("app-key.pem"));
+    let openssl = |args: &[&str]| {
+        let o = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (c, k) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        k,
+        "-out",
+        c,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=mailtoken test app",
+    ]);
+    set_mode(&key, 0o600);
+    if expired {
+        // The same key, in a certificate with other dates (openssl 3.0 cannot backdate).
+        let der = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let PrivateKeyDer::Pkcs8(der) = der else {
+            panic!("openssl wrote a PKCS #8 key")
+        };
+        let pair = rcgen::KeyPair::try_from(der.secret_pkcs8_der()).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["app".to_owned()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let made = params.self_signed(&pair).unwrap();
+        let b64 = base64::engine::general_purpose::STANDARD.encode(made.der());
+        let lines: Vec<&str> = b64
+            .as_bytes()
+            .chunks(64)
+            .map(|l| std::str::from_utf8(l).unwrap())
+            .collect();
+        std::fs::write(
+            &cert,
+            format!(
+                "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+                lines.join("\n")
+            ),
+        )
+        .unwrap();
+    }
+    let modulus = openssl(&["rsa", "-in", k, "-noout", "-modulus"]);
+    let hex = modulus.trim().strip_prefix("Modulus=").unwrap();
+    let n: Vec<u8> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect();
+    let jwk = json!({
+        "kty": "RSA",
+        "alg": "RS256",
+        "use": "sig",
+        "n": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(n),
+        "e": "AQAB",
+    });
+    (cert, key, json!({ "keys": [jwk] }))
+}
+
+#[cfg(unix)]
+fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// A world whose account `app` authenticates with `how` (the TOML lines that name the
+/// certificate), for an app registered with `jwks`.
+fn certificate_world(tag: &str, jwks: Value, how: &str) -> (Env, App) {
+    let app = rt().block_on(authserver::register_app_with(
+        &unique_login(tag),
+        None,
+        Some(jwks),
+    ));
+    let env = Env::with_file_store("");
+    let acct = app_account("app", &app, "/nonexistent")
+        .replace("client_secret_cmd = \"cat /nonexistent\"\n", how);
+    env.write_config(&format!(
+        "timeout = \"10s\"\n[store]\nkind = \"file\"\n{acct}"
+    ));
+    (env, app)
+}
+
+fn files(cert: &Path, key: &Path) -> String {
+    format!(
+        "certificate = \"{}\"\nprivate_key = \"{}\"\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+#[test]
+fn a_certificate_signs_the_client_assertion_and_the_token_opens_the_mailbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, jwks) = app_certificate(dir.path(), false);
+    let (env, app) = certificate_world("app-cert", jwks, &files(&cert, &key));
+    let o = env.run(&["token", "app"]);
+    assert_exit(&o, 0);
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+    let info = introspect(stdout(&o).trim());
+    assert_eq!(info["active"], true);
+    assert_eq!(info["email"], app.mailbox.as_str());
+    assert_exit(&env.run(&["verify", "app", "--imap"]), 0);
+}
+
+#[test]
+fn certificate_cmd_prints_the_certificate_and_the_key_and_works_as_the_files_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, jwks) = app_certificate(dir.path(), false);
+    let how = format!(
+        "certificate_cmd = \"cat {} {}\"\n",
+        cert.display(),
+        key.display()
+    );
+    let (env, _) = certificate_world("app-certcmd", jwks, &how);
+    let o = env.run(&["token", "app"]);
+    assert_exit(&o, 0);
+    assert_eq!(introspect(stdout(&o).trim())["active"], true);
+}
+
+#[test]
+fn an_expired_certificate_is_refused_with_the_day_it_expired_and_nothing_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, jwks) = app_certificate(dir.path(), true);
+    let (env, app) = certificate_world("app-certold", jwks, &files(&cert, &key));
+    let o = env.run(&["token", "app"]);
+    assert_exit(&o, 78);
+    let e = stderr(&o);
+    assert!(
+        e.contains("the certificate expired at 2021-01-01T00:00:00Z"),
+        "{e}"
+    );
+    assert!(e.contains("Certificates & secrets"), "{e}");
+    assert_eq!(app_grants(&app), 0);
+}
+
+#[test]
+fn a_key_file_other_users_can_read_gets_a_warning_with_its_name_and_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, jwks) = app_certificate(dir.path(), false);
+    set_mode(&key, 0o644);
+    let (env, _) = certificate_world("app-certmode", jwks, &files(&cert, &key));
+    let o = env.run(&["token", "app"]);
+    assert_exit(&o, 0);
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "warning: private_key {} has mode 0644",
+            key.display()
+        )),
+        "{e}"
+    );
+    assert!(e.contains("chmod 600"), "{e}");
+}
+
+#[test]
+fn a_certificate_the_app_was_not_registered_with_is_refused_as_invalid_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, _, registered) = app_certificate(dir.path(), false);
+    let other = tempfile::tempdir().unwrap();
+    let (cert, key, _) = app_certificate(other.path(), false);
+    let (env, _) = certificate_world("app-certwrong", registered, &files(&cert, &key));
+    let o = env.run(&["token", "app"]);
+    assert_exit(&o, 78);
+    assert!(stderr(&o).contains("invalid_client"), "{}", stderr(&o));
 }

@@ -115,6 +115,12 @@ pub struct App {
 /// `mail`, whose tokens are for `mailbox` only and live `lifetime` seconds (`None`: the
 /// server's default).
 pub async fn register_app(mailbox: &str, lifetime: Option<u32>) -> App {
+    register_app_with(mailbox, lifetime, None).await
+}
+
+/// Like [`register_app`]; with `jwks`, the client authenticates with `private_key_jwt`
+/// (RFC 7523 §2.2) signed by a key of that set instead of a secret.
+pub async fn register_app_with(mailbox: &str, lifetime: Option<u32>, jwks: Option<Value>) -> App {
     let mut meta = serde_json::json!({
         "grant_types": ["client_credentials"],
         "response_types": [],
@@ -126,6 +132,11 @@ pub async fn register_app(mailbox: &str, lifetime: Option<u32>) -> App {
     if let Some(l) = lifetime {
         meta["lifetime"] = l.into();
     }
+    if let Some(keys) = jwks {
+        meta["token_endpoint_auth_method"] = "private_key_jwt".into();
+        meta["token_endpoint_auth_signing_alg"] = "RS256".into();
+        meta["jwks"] = keys;
+    }
     let (status, v) = json_response(
         "client registration",
         http().post(endpoint("/reg")).json(&meta).send().await,
@@ -134,7 +145,7 @@ pub async fn register_app(mailbox: &str, lifetime: Option<u32>) -> App {
     assert_eq!(status, 201, "registration answered HTTP {status}: {v}");
     App {
         client_id: v["client_id"].as_str().unwrap().to_owned(),
-        client_secret: v["client_secret"].as_str().unwrap().to_owned(),
+        client_secret: v["client_secret"].as_str().unwrap_or_default().to_owned(),
         mailbox: mailbox.to_owned(),
     }
 }
