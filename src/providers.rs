@@ -17,6 +17,9 @@ pub enum AuthKind {
     /// App-only OAuth 2.0 tokens from the client's own credentials (RFC 6749 §4.4):
     /// servers and scripts, nobody logs in.
     ClientCredentials,
+    /// A Google Workspace service account acting as a mailbox (domain-wide
+    /// delegation, RFC 7523 §2.1): servers and scripts, nobody logs in.
+    ServiceAccount,
 }
 
 /// A provider preset. `{tenant}` in a URL is replaced by the account's `tenant`.
@@ -42,6 +45,8 @@ pub struct Provider {
     /// The scopes of an app-only (client credentials) token; empty: the provider has
     /// no such grant for mail.
     pub app_scopes: &'static [&'static str],
+    /// Service accounts with domain-wide delegation may act as a mailbox (Google).
+    pub service_accounts: bool,
     /// Extra query parameters for the authorization request.
     pub auth_params: &'static [(&'static str, &'static str)],
     /// Host of the loopback redirect URI the provider accepts for desktop clients.
@@ -83,6 +88,7 @@ pub static GOOGLE: Provider = Provider {
     scopes: &["https://mail.google.com/"],
     // Google has no client credentials grant for Gmail: servers use service accounts.
     app_scopes: &[],
+    service_accounts: true,
     // A refresh token is issued only for offline access, and reliably only when the
     // consent screen is shown.
     auth_params: &[("access_type", "offline"), ("prompt", "consent")],
@@ -123,6 +129,7 @@ pub static MICROSOFT: Provider = Provider {
     // and SMTP.SendAsApp, all in the .default scope of Exchange Online.
     // https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth#use-client-credentials-grant-flow-to-authenticate-smtp-imap-and-pop-connections
     app_scopes: &["https://outlook.office365.com/.default"],
+    service_accounts: false,
     auth_params: &[],
     redirect_host: "localhost",
     needs_client_secret: false,
@@ -153,6 +160,7 @@ pub static ICLOUD: Provider = Provider {
     revoke_url: None,
     scopes: &[],
     app_scopes: &[],
+    service_accounts: false,
     auth_params: &[],
     redirect_host: "127.0.0.1",
     needs_client_secret: false,
@@ -183,6 +191,7 @@ pub static FASTMAIL: Provider = Provider {
     revoke_url: None,
     scopes: &[],
     app_scopes: &[],
+    service_accounts: false,
     auth_params: &[],
     redirect_host: "127.0.0.1",
     needs_client_secret: false,
@@ -207,6 +216,7 @@ pub static YAHOO: Provider = Provider {
     revoke_url: None,
     scopes: &[],
     app_scopes: &[],
+    service_accounts: false,
     auth_params: &[],
     redirect_host: "127.0.0.1",
     needs_client_secret: false,
@@ -235,7 +245,7 @@ pub fn listing() -> String {
     let mut s = String::from("Provider presets (use `mailtoken providers NAME` for details):\n");
     for p in ALL {
         let how = match p.default_auth {
-            AuthKind::Oauth | AuthKind::ClientCredentials => "",
+            AuthKind::Oauth | AuthKind::ClientCredentials | AuthKind::ServiceAccount => "",
             AuthKind::Password => " (app password)",
         };
         s += &format!("  {:<10} {}{how}\n", p.name, p.title);
@@ -297,6 +307,9 @@ pub fn describe(p: &Provider) -> String {
             "  servers        auth = \"client_credentials\": app-only tokens, scope {}\n",
             p.app_scopes.join(" ")
         );
+    }
+    if p.service_accounts {
+        s += "  servers        auth = \"service_account\": a Workspace service account with domain-wide delegation acts as the mailbox\n";
     }
     if let Some(t) = p.default_tenant {
         s += &format!(

@@ -58,6 +58,21 @@ pub enum Grant {
     /// or its certificate, gets a token for the mailbox it was granted. Nobody logs in;
     /// a new token is simply asked for.
     ClientCredentials(ClientAuth),
+    /// A Google service account acting as the mailbox `user` (domain-wide delegation):
+    /// its key signs an assertion for the JWT bearer grant (RFC 7523 §2.1).
+    ServiceAccount {
+        key: KeySource,
+        /// The account sets token_url; otherwise the key's `token_uri` is used.
+        own_token_url: bool,
+    },
+}
+
+/// Where a service account's JSON key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    File(PathBuf),
+    /// A command that prints the key (`key_cmd`).
+    Command(String),
 }
 
 /// How an app proves who it is at the token endpoint.
@@ -179,8 +194,12 @@ impl Account {
     pub fn login_oauth(&self) -> Result<&OAuth> {
         let o = self.oauth()?;
         if o.app_only() {
+            let how = match o.grant {
+                Grant::ServiceAccount { .. } => "as a service account",
+                _ => "with the client credentials grant",
+            };
             return Err(Error::usage(format!(
-                "account {} gets its tokens with the client credentials grant: nobody logs in",
+                "account {} gets its tokens {how}: nobody logs in",
                 self.name
             ))
             .with_remedy(format!(

@@ -14,7 +14,8 @@ mod raw;
 mod resolve;
 mod source;
 
-pub use account::{Account, Auth, ClientAuth, Grant, KeyMaterial, OAuth, Redirect};
+pub use account::{Account, Auth, ClientAuth, Grant, KeyMaterial, KeySource, OAuth, Redirect};
+pub use source::endpoint_url;
 
 use crate::error::{Error, Result};
 use crate::store::StoreConfig;
@@ -151,7 +152,7 @@ pub(crate) const TEST_GOOGLE: &str = "[accounts.a]\nprovider = \"google\"\nuser 
 
 #[cfg(test)]
 mod tests {
-    use super::account::{ClientAuth, Grant, KeyMaterial};
+    use super::account::{ClientAuth, Grant, KeyMaterial, KeySource};
     use super::*;
     use crate::server::{Server, Tls};
 
@@ -427,7 +428,41 @@ client_secret = "GOCSPX-abc"
             "{e}"
         );
         let e = err(&format!("{GOOGLE}certificate = \"/c.pem\"\n"));
-        assert!(e.contains("a certificate is for app-only accounts"), "{e}");
+        assert!(
+            e.contains("certificates and keys are for app-only accounts"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_service_account_needs_its_key_and_only_google_has_them() {
+        let g = "[accounts.s]\nprovider = \"google\"\nauth = \"service_account\"\nuser = \"a@example.com\"\n";
+        let c = parse(&format!("{g}key_file = \"/etc/sa.json\"\n")).unwrap();
+        let o = c.account("s").unwrap().oauth().unwrap().clone();
+        assert_eq!(
+            o.grant,
+            Grant::ServiceAccount {
+                key: KeySource::File("/etc/sa.json".into()),
+                own_token_url: false
+            }
+        );
+        assert_eq!(o.scopes, ["https://mail.google.com/"]);
+        let e = err(g);
+        assert!(
+            e.contains("account `s` has no `key_file`") && e.contains("Keys > Add key"),
+            "{e}"
+        );
+        let e = err(&format!(
+            "{}key_file = \"/k\"\n",
+            MS_APP.replace("client_credentials", "service_account")
+        ));
+        assert!(e.contains("provider `microsoft` (Outlook.com / Microsoft 365) has no service accounts for mail"), "{e}");
+        assert!(e.contains("auth = \"client_credentials\""), "{e}");
+        let e = err(&format!(
+            "{}client_secret = \"s\"\n",
+            g.replace("service_account", "client_credentials")
+        ));
+        assert!(e.contains("auth = \"service_account\""), "{e}");
     }
 
     #[test]

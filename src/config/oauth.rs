@@ -2,7 +2,7 @@
 //! preset's, with the tenant put in, or the account's own), scopes, extra parameters
 //! of the authorization request, and the loopback redirect.
 
-use super::account::{Auth, ClientAuth, Grant, KeyMaterial, OAuth, Redirect};
+use super::account::{Auth, ClientAuth, Grant, KeyMaterial, KeySource, OAuth, Redirect};
 use super::source::{Table, parse_url};
 use crate::error::Result;
 use crate::paths::expand_home;
@@ -13,17 +13,24 @@ use url::Url;
 pub(super) fn resolve(t: &Table, grant: Grant) -> Result<Auth> {
     let (a, name, provider) = (t.raw, t.name, t.provider);
     let app_only = grant != Grant::Login;
+    let service_account = matches!(grant, Grant::ServiceAccount { .. });
     if app_only {
-        app_only_checks(t)?;
-    } else if let Some(k) = [&a.certificate, &a.private_key, &a.certificate_cmd]
-        .into_iter()
-        .flatten()
-        .next()
+        app_only_checks(t, &grant)?;
+    } else if let Some(k) = [
+        &a.certificate,
+        &a.private_key,
+        &a.certificate_cmd,
+        &a.key_file,
+        &a.key_cmd,
+    ]
+    .into_iter()
+    .flatten()
+    .next()
     {
         return Err(t.src.error(
             Some(k.span()),
-            "a certificate is for app-only accounts (auth = \"client_credentials\"); a person's login does not use one",
-            Some("Remove it, or set auth = \"client_credentials\" for an app that signs in as itself.".into()),
+            "certificates and keys are for app-only accounts (auth = \"client_credentials\" or \"service_account\"); a person's login does not use one",
+            Some("Remove it, or set auth = \"client_credentials\" (Microsoft) or \"service_account\" (Google) for a server that signs in as itself.".into()),
         ));
     }
     if let Some(p) = provider.filter(|p| p.auth_url.is_none())
@@ -41,12 +48,17 @@ pub(super) fn resolve(t: &Table, grant: Grant) -> Result<Auth> {
             )),
         ));
     }
-    let client_id = a.client_id.clone().ok_or_else(|| {
-        t.missing(
-            "client_id",
-            "Add client_id = \"...\" from the OAuth client you registered with the provider (see `mailtoken providers`).",
-        )
-    })?;
+    // A service account's identity is in its key file (client_email).
+    let client_id = match (&a.client_id, service_account) {
+        (Some(id), _) => id.clone(),
+        (None, true) => String::new(),
+        (None, false) => {
+            return Err(t.missing(
+                "client_id",
+                "Add client_id = \"...\" from the OAuth client you registered with the provider (see `mailtoken providers`).",
+            ));
+        }
+    };
     if a.client_secret.is_some() && a.client_secret_cmd.is_some() {
         return Err(t.src.error(
             Some(t.span.clone()),
@@ -114,6 +126,7 @@ pub(super) fn resolve(t: &Table, grant: Grant) -> Result<Auth> {
     )?;
     let scopes = match (&a.scopes, provider) {
         (Some(s), _) => s.clone(),
+        (None, Some(p)) if service_account => p.scopes.iter().map(|s| (*s).to_owned()).collect(),
         (None, Some(p)) if app_only => p.app_scopes.iter().map(|s| (*s).to_owned()).collect(),
         (None, Some(p)) if p.auth_url.is_some() => {
             p.scopes.iter().map(|s| (*s).to_owned()).collect()
@@ -148,7 +161,8 @@ pub(super) fn resolve(t: &Table, grant: Grant) -> Result<Auth> {
             "The client credentials grant authenticates the app itself: add client_secret_cmd = \"cat /etc/mailtoken/secret\" (or client_secret = \"...\"), the secret made for the app registration (Entra: Certificates & secrets), or certificate and private_key for a certificate uploaded there.",
         ));
     }
-    if provider.is_some_and(|p| p.needs_client_secret)
+    if !app_only
+        && provider.is_some_and(|p| p.needs_client_secret)
         && client_secret.is_none()
         && a.client_secret_cmd.is_none()
     {
@@ -221,20 +235,91 @@ pub(super) fn client_auth(t: &Table) -> Result<ClientAuth> {
     Ok(ClientAuth::Certificate(material))
 }
 
+/// A service account's grant: its key from `key_file` or `key_cmd`, one of them.
+pub(super) fn service_account(t: &Table) -> Result<Grant> {
+    let a = t.raw;
+    let key = match (&a.key_file, &a.key_cmd) {
+        (Some(f), None) => KeySource::File(expand_home(std::path::Path::new(f.get_ref()))),
+        (None, Some(c)) => KeySource::Command(c.get_ref().clone()),
+        (Some(_), Some(c)) => {
+            return Err(t.src.error(
+                Some(c.span()),
+                "key_file and key_cmd both say where the key is",
+                Some("Keep one of them.".into()),
+            ));
+        }
+        (None, None) => {
+            return Err(t.missing(
+                "key_file",
+                "Add key_file = \"/etc/mailtoken/sa.json\": the JSON key of the service account (Google Cloud console > IAM & Admin > Service accounts > Keys > Add key > JSON), or key_cmd for a command that prints it.",
+            ));
+        }
+    };
+    for (k, set) in [
+        (
+            "client_secret",
+            a.client_secret.is_some() || a.client_secret_cmd.is_some(),
+        ),
+        (
+            "certificate",
+            a.certificate.is_some() || a.private_key.is_some() || a.certificate_cmd.is_some(),
+        ),
+    ] {
+        if set {
+            return Err(t.src.error(
+                Some(t.span.clone()),
+                &format!("account `{}`: a service account signs with its key file; {k} does not go with it", t.name),
+                Some(format!("Remove {k}.")),
+            ));
+        }
+    }
+    Ok(Grant::ServiceAccount {
+        key,
+        own_token_url: a.token_url.is_some(),
+    })
+}
+
 /// What an app-only account cannot have: a provider without such a grant, and the
 /// settings of a person's login.
-fn app_only_checks(t: &Table) -> Result<()> {
+fn app_only_checks(t: &Table, grant: &Grant) -> Result<()> {
     let (a, name) = (t.raw, t.name);
-    if let Some(p) = t.provider.filter(|p| p.app_scopes.is_empty()) {
+    let service_account = matches!(grant, Grant::ServiceAccount { .. });
+    let missing = t.provider.filter(|p| {
+        if service_account {
+            !p.service_accounts
+        } else {
+            p.app_scopes.is_empty()
+        }
+    });
+    if let Some(p) = missing {
+        let (what, instead) = match (service_account, p.service_accounts) {
+            (true, _) => (
+                "service accounts for mail",
+                if p.app_scopes.is_empty() {
+                    ""
+                } else {
+                    " Servers use auth = \"client_credentials\" here."
+                },
+            ),
+            (false, true) => (
+                "client credentials grant for mail",
+                " Servers use a Workspace service account: auth = \"service_account\".",
+            ),
+            (false, false) => ("client credentials grant for mail", ""),
+        };
         return Err(t.src.error(
             Some(t.auth_span()),
-            &format!(
-                "provider `{}` ({}) has no client credentials grant for mail",
-                p.name, p.title
-            ),
+            &format!("provider `{}` ({}) has no {what}", p.name, p.title),
             Some(format!(
-                "Use auth = \"oauth\" and `mailtoken login {name}`, or leave `provider` out and spell out the token_url and scopes of a provider that has one."
+                "Use auth = \"oauth\" and `mailtoken login {name}`.{instead}"
             )),
+        ));
+    }
+    if !service_account && let Some(k) = a.key_file.as_ref().or(a.key_cmd.as_ref()) {
+        return Err(t.src.error(
+            Some(k.span()),
+            "key_file and key_cmd are a Google service account's key: they go with auth = \"service_account\"",
+            Some("For a certificate, use certificate and private_key.".into()),
         ));
     }
     let login_only = [

@@ -43,6 +43,8 @@ pub(super) fn resolve(
         ("certificate", a.certificate.is_some()),
         ("private_key", a.private_key.is_some()),
         ("certificate_cmd", a.certificate_cmd.is_some()),
+        ("key_file", a.key_file.is_some()),
+        ("key_cmd", a.key_cmd.is_some()),
         ("redirect_host", a.redirect_host.is_some()),
         ("redirect_path", a.redirect_path.is_some()),
     ]

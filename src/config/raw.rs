@@ -35,6 +35,9 @@ pub(super) struct RawAccount {
     pub(super) private_key: Option<Spanned<String>>,
     /// A command printing both PEM blocks (certificate and key), instead of files.
     pub(super) certificate_cmd: Option<Spanned<String>>,
+    /// A Google service account's JSON key, or a command that prints it.
+    pub(super) key_file: Option<Spanned<String>>,
+    pub(super) key_cmd: Option<Spanned<String>>,
     pub(super) auth_url: Option<Spanned<String>>,
     pub(super) token_url: Option<Spanned<String>>,
     pub(super) device_url: Option<Spanned<String>>,

@@ -84,6 +84,7 @@ pub(super) fn resolve(
             &table,
             Grant::ClientCredentials(oauth::client_auth(&table)?),
         )?,
+        AuthKind::ServiceAccount => oauth::resolve(&table, oauth::service_account(&table)?)?,
     };
     Ok(Account {
         imap,

@@ -76,20 +76,17 @@ impl Table<'_> {
 
 /// A URL from the config: https, or plain http on loopback only.
 pub(super) fn parse_url(src: &Source, s: &Spanned<String>, key: &str) -> Result<Url> {
-    let url = Url::parse(s.get_ref()).map_err(|e| {
-        src.error(
-            Some(s.span()),
-            &format!("{key} `{}` is not a URL: {e}", s.get_ref()),
-            None,
-        )
-    })?;
+    endpoint_url(s.get_ref())
+        .map_err(|why| src.error(Some(s.span()), &format!("{key} {why}"), None))
+}
+
+/// An endpoint's URL as mailtoken will send credentials to it: https, or plain http
+/// on loopback only. The error says what is wrong, to follow the key's name.
+pub fn endpoint_url(text: &str) -> std::result::Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("`{text}` is not a URL: {e}"))?;
     let loopback = matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
     if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
-        return Err(src.error(
-            Some(s.span()),
-            &format!("{key} must use https (plain http is allowed only on loopback)"),
-            None,
-        ));
+        return Err("must use https (plain http is allowed only on loopback)".into());
     }
     Ok(url)
 }

@@ -105,6 +105,96 @@ impl Signer {
     }
 }
 
+/// A Google service account's JSON key, as the Cloud console downloads it.
+#[derive(serde::Deserialize)]
+struct KeyFile {
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    client_email: Option<String>,
+    private_key: Option<Secret>,
+    private_key_id: Option<String>,
+    token_uri: Option<String>,
+}
+
+/// A service account's identity and signing key.
+pub struct ServiceAccount {
+    pub client_email: String,
+    pub token_uri: Option<String>,
+    key_id: Option<String>,
+    key: RsaKeyPair,
+}
+
+impl ServiceAccount {
+    /// Reads the key's JSON (`source` says where it came from, for messages).
+    pub fn from_json(source: &str, json: &[u8]) -> Result<ServiceAccount> {
+        let bad = |what: String| {
+            Error::config(format!("{source}: {what}")).with_remedy(
+                "Point key_file at the JSON key of the service account: Google Cloud console > IAM & Admin > Service accounts > the account > Keys > Add key > Create new key > JSON.",
+            )
+        };
+        let v: serde_json::Value = serde_json::from_slice(json)
+            .map_err(|e| bad(format!("not a service account key: not JSON ({e})")))?;
+        if let Some(kind) = ["installed", "web"]
+            .into_iter()
+            .find(|k| v.get(k).is_some())
+        {
+            return Err(bad(format!(
+                "this is an OAuth client's file (\"{kind}\"), not a service account key; an OAuth client is for auth = \"oauth\" and `mailtoken login`"
+            )));
+        }
+        let k: KeyFile = serde_json::from_value(v)
+            .map_err(|e| bad(format!("not a service account key ({e})")))?;
+        match k.kind.as_deref() {
+            Some("service_account") => {}
+            Some(other) => {
+                return Err(bad(format!(
+                    "not a service account key: its type is \"{other}\" (an OAuth client's file has \"installed\" or \"web\")"
+                )));
+            }
+            None => {
+                return Err(bad("not a service account key: it has no \"type\"".into()));
+            }
+        }
+        let (Some(client_email), Some(pem)) = (k.client_email, k.private_key) else {
+            return Err(bad("the key has no client_email or no private_key".into()));
+        };
+        let der = PrivateKeyDer::from_pem_slice(pem.expose().as_bytes())
+            .map_err(|e| bad(format!("its private_key is not a PEM key ({e})")))?;
+        let key = match &der {
+            PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+            PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+            _ => return Err(bad("its private_key is not an RSA key".into())),
+        }
+        .map_err(|e| bad(format!("its private_key cannot sign ({e})")))?;
+        Ok(ServiceAccount {
+            client_email,
+            token_uri: k.token_uri,
+            key_id: k.private_key_id,
+            key,
+        })
+    }
+
+    /// The JWT bearer grant's assertion (RFC 7523 §2.1, Google's form): the service
+    /// account as `iss`, the mailbox to act as as `sub`, for `scope`, at `aud` (the token
+    /// endpoint), for at most an hour.
+    /// https://developers.google.com/identity/protocols/oauth2/service-account#authorizingrequests
+    pub fn assertion(&self, sub: &str, scope: &str, aud: &str, now: u64) -> Result<Secret> {
+        let mut header = serde_json::json!({ "alg": "RS256", "typ": "JWT" });
+        if let Some(kid) = &self.key_id {
+            header["kid"] = kid.clone().into();
+        }
+        let claims = serde_json::json!({
+            "iss": self.client_email,
+            "sub": sub,
+            "scope": scope,
+            "aud": aud,
+            "iat": now,
+            "exp": now + 3600,
+        });
+        sign(&self.key, &header, &claims)
+    }
+}
+
 /// `header.claims.signature`, RS256 (RFC 7515 §7.1, RFC 7518 §3.3).
 fn sign(
     key: &RsaKeyPair,

@@ -8,7 +8,7 @@ pub mod assertion;
 pub mod device;
 pub mod microsoft;
 
-use crate::config::{Account, ClientAuth, Grant, KeyMaterial, OAuth};
+use crate::config::{Account, ClientAuth, Grant, KeyMaterial, KeySource, OAuth};
 use crate::error::{Error, ExitCode, Result, chain};
 use crate::record::{self, FailureKind};
 use crate::secret::Secret;
@@ -67,6 +67,8 @@ pub struct OAuthClient<'a> {
     secret: Option<Secret>,
     /// An app's certificate and key, for a signed client assertion.
     signer: Option<assertion::Signer>,
+    /// The token endpoint's clock minus ours, from its last answer's `Date`.
+    clock: std::sync::Mutex<Option<i64>>,
     timeout: Duration,
 }
 
@@ -160,6 +162,16 @@ async fn fetch(
     http: &reqwest::Client,
     req: reqwest::Request,
 ) -> std::result::Result<(u16, String, Vec<u8>), HttpFault> {
+    fetch_dated(http, req, None).await
+}
+
+/// `fetch`, noting in `clock` how far the server's clock (its `Date` header, RFC 9110
+/// §6.6.1) is from this machine's, in seconds (positive: the server is ahead).
+async fn fetch_dated(
+    http: &reqwest::Client,
+    req: reqwest::Request,
+    clock: Option<&std::sync::Mutex<Option<i64>>>,
+) -> std::result::Result<(u16, String, Vec<u8>), HttpFault> {
     let resp = http.execute(req).await.map_err(|e| {
         if e.is_timeout() {
             HttpFault::Timeout
@@ -169,6 +181,17 @@ async fn fetch(
             HttpFault::Other(chain(&e))
         }
     })?;
+    if let Some(clock) = clock
+        && let Some(date) = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    {
+        let skew = date.as_secs() as i64 - record::now() as i64;
+        *clock.lock().unwrap_or_else(|e| e.into_inner()) = Some(skew);
+    }
     let status = resp.status().as_u16();
     let content_type = resp
         .headers()
@@ -192,8 +215,16 @@ async fn send(
     http: &reqwest::Client,
     req: oauth2::HttpRequest,
 ) -> std::result::Result<oauth2::HttpResponse, HttpFault> {
+    send_dated(http, req, None).await
+}
+
+async fn send_dated(
+    http: &reqwest::Client,
+    req: oauth2::HttpRequest,
+    clock: Option<&std::sync::Mutex<Option<i64>>>,
+) -> std::result::Result<oauth2::HttpResponse, HttpFault> {
     let req = reqwest::Request::try_from(req).map_err(|e| HttpFault::Other(chain(&e)))?;
-    let (status, content_type, body) = fetch(http, req).await?;
+    let (status, content_type, body) = fetch_dated(http, req, clock).await?;
     screen(status, &content_type, &body)?;
     let mut b = oauth2::http::Response::builder().status(status);
     // oauth2 insists on a JSON content type; a JSON body mislabelled as text/plain (seen
@@ -300,6 +331,7 @@ impl<'a> OAuthClient<'a> {
             http: http_client(account, timeout)?,
             secret,
             signer,
+            clock: std::sync::Mutex::new(None),
             timeout,
         })
     }
@@ -395,7 +427,10 @@ impl<'a> OAuthClient<'a> {
     /// credentials grant (RFC 6749 §4.4), with the account's scopes (Microsoft: the
     /// `.default` scope of Exchange Online).
     pub async fn app_token(&self) -> Result<TokenGrant, TokenError> {
-        let http = |r| send(&self.http, r);
+        if let Grant::ServiceAccount { key, own_token_url } = &self.oauth.grant {
+            return self.service_account_token(key, *own_token_url).await;
+        }
+        let http = |r| send_dated(&self.http, r, Some(&self.clock));
         let client = self.client();
         let mut req = client
             .exchange_client_credentials()
@@ -421,6 +456,88 @@ impl<'a> OAuthClient<'a> {
         }
         let resp = req.request_async(&http).await;
         self.grant(resp, Step::App)
+    }
+
+    /// A service account's token: the JWT bearer grant (RFC 7523 §2.1) at the key's
+    /// `token_uri` (or the account's own token_url), for the mailbox `user`.
+    async fn service_account_token(
+        &self,
+        source: &KeySource,
+        own_token_url: bool,
+    ) -> Result<TokenGrant, TokenError> {
+        let config = |error| TokenError {
+            kind: FailureKind::Config,
+            error,
+        };
+        let (what, json) = match source {
+            KeySource::File(p) => (
+                format!("key_file {}", p.display()),
+                assertion::read_file(p, "key_file", true).map_err(config)?,
+            ),
+            KeySource::Command(cmd) => (
+                format!("key_cmd `{cmd}`"),
+                run_secret_command(self.account, "key_cmd", cmd).map_err(config)?,
+            ),
+        };
+        let sa = assertion::ServiceAccount::from_json(&what, &json).map_err(config)?;
+        let aud = match (&sa.token_uri, own_token_url) {
+            (Some(uri), false) => crate::config::endpoint_url(uri)
+                .map_err(|e| config(Error::config(format!("{what}: token_uri {e}"))))?,
+            _ => self.oauth.token_url.clone(),
+        };
+        let jwt = sa
+            .assertion(
+                &self.account.user,
+                &self.oauth.scopes.join(" "),
+                aud.as_str(),
+                record::now(),
+            )
+            .map_err(config)?;
+        let form = [
+            ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+            ("assertion", jwt.expose()),
+        ];
+        let req = self
+            .http
+            .post(aud.clone())
+            .form(&form)
+            .build()
+            .map_err(|e| config(Error::software(format!("token request: {}", chain(&e)))))?;
+        let answer = fetch_dated(&self.http, req, Some(&self.clock))
+            .await
+            .and_then(|(status, ct, body)| {
+                screen(status, &ct, &body)?;
+                Ok((status, body))
+            });
+        let failed = |e| {
+            Err(self.with_clock(classify(
+                self.account,
+                self.oauth,
+                self.timeout,
+                Step::App,
+                e,
+            )))
+        };
+        match answer {
+            Err(fault) => failed(RequestTokenError::Request(fault)),
+            Ok((200..=299, body)) => match serde_json::from_slice::<BasicTokenResponse>(&body) {
+                Ok(t) => Ok(TokenGrant::from(t)),
+                Err(e) => Err(TokenError {
+                    kind: FailureKind::Temporary,
+                    error: Error::temp(format!(
+                        "asking for a service account token for {}: {aud} answered with a token response that does not follow RFC 6749 ({e})",
+                        self.account.name
+                    )),
+                }),
+            },
+            Ok((status, body)) => match serde_json::from_slice::<BasicErrorResponse>(&body) {
+                Ok(e) => failed(RequestTokenError::ServerResponse(e)),
+                Err(_) => failed(RequestTokenError::Request(HttpFault::Status {
+                    status,
+                    body: describe_body("application/json", &body),
+                })),
+            },
+        }
     }
 
     /// RFC 7009 revocation of a token at the provider's revocation endpoint.
@@ -481,8 +598,35 @@ impl<'a> OAuthClient<'a> {
     ) -> Result<TokenGrant, TokenError> {
         match resp {
             Ok(t) => Ok(TokenGrant::from(t)),
-            Err(e) => Err(classify(self.account, self.oauth, self.timeout, step, e)),
+            Err(e) => {
+                let e = classify(self.account, self.oauth, self.timeout, step, e);
+                Err(if step == Step::App {
+                    self.with_clock(e)
+                } else {
+                    e
+                })
+            }
         }
+    }
+
+    /// A refused app-only request, with how far this machine's clock is from the
+    /// server's when that is far enough to explain it: assertions carry times, and a
+    /// server judges them by its own clock.
+    fn with_clock(&self, mut e: TokenError) -> TokenError {
+        let skew = *self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = skew.filter(|s| s.abs() >= 60)
+            && e.error.code != ExitCode::TempFail
+        {
+            let how = humantime::format_duration(Duration::from_secs(s.unsigned_abs()));
+            let side = if s < 0 { "ahead of" } else { "behind" };
+            e.error.message.push_str(&format!(
+                " This machine's clock is {how} {side} the token endpoint's (its Date header), and an assertion is judged by the server's clock."
+            ));
+            e.error.remedy = Some(
+                "Set this machine's clock right (timedatectl set-ntp true, or check the NTP service), then try again.".into(),
+            );
+        }
+        e
     }
 }
 
@@ -500,6 +644,24 @@ enum Step {
 /// would add a `/` to `https://localhost`). `Redirect::uri` made it, and parsed it.
 fn redirect_url(uri: &str) -> RedirectUrl {
     RedirectUrl::new(uri.to_owned()).expect("Redirect::uri returns only URLs that parse")
+}
+
+/// What to do about a refused assertion, from the provider's words (Google's
+/// invalid_grant descriptions for service accounts).
+fn assertion_remedy(account: &Account, desc: &str) -> String {
+    let d = desc.to_ascii_lowercase();
+    if d.contains("signature") {
+        "The key does not match the service account (it was deleted or replaced): make a new JSON key in the Cloud console and point key_file at it.".into()
+    } else if d.contains("iat") || d.contains("exp") || d.contains("timeframe") {
+        "The assertion's times were refused: check this machine's clock (timedatectl).".into()
+    } else if d.contains("email") || d.contains("user id") {
+        format!(
+            "user = \"{}\" is not a mailbox of the service account's Workspace domain: set user to one.",
+            account.user
+        )
+    } else {
+        "Check the service account's key and that user is a mailbox of its Workspace domain.".into()
+    }
 }
 
 /// Plain words for why a provider rejects a refresh token (provider-facts.md).
@@ -575,6 +737,26 @@ fn classify(
                         "the provider rejected the authorization code for {name} (invalid_grant{desc})"
                     ))
                     .with_remedy(format!("Run `mailtoken login {name}` again; the code is single-use and short-lived.")),
+                ),
+                // Google's answer to a service account without domain-wide delegation
+                // for this client and scope.
+                (BasicErrorResponseType::UnauthorizedClient, Step::App)
+                    if matches!(oauth.grant, Grant::ServiceAccount { .. }) =>
+                (
+                    Config,
+                    Error::config(format!(
+                        "{what} for {name}: the service account may not act as {} (unauthorized_client{desc})",
+                        account.user
+                    ))
+                    .with_remedy(format!(
+                        "Domain-wide delegation is missing for this service account and scope. A Workspace super administrator adds it at admin.google.com > Security > Access and data control > API controls > Manage Domain Wide Delegation > Add new: the key file's client_id as Client ID, and the scope {}. It can take some minutes to apply.",
+                        oauth.scopes.join(",")
+                    )),
+                ),
+                (BasicErrorResponseType::InvalidGrant, Step::App) => (
+                    Config,
+                    Error::config(format!("{what} for {name}: the provider refused the assertion (invalid_grant{desc})"))
+                        .with_remedy(assertion_remedy(account, &desc)),
                 ),
                 (
                     BasicErrorResponseType::InvalidClient

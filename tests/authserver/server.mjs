@@ -35,9 +35,16 @@
 //   POST /interaction/:uid/confirm    grant the requested scopes
 //   POST /interaction/:uid/abort      access_denied
 //   GET  /_test/health                200 (test-only instrumentation)
+//   GET  /_test/service-account?email=E[&delegated=0]
+//                                     a new Google-style service account key (JSON),
+//                                     whose token_uri is /sa-token (test-only)
+//   POST /sa-token                    the JWT bearer grant (RFC 7523 §2.1) for those
+//                                     service accounts, checked and answered as Google
+//                                     does (oidc-provider has no such grant)
 //   GET  /_test/stats?account=ID      token-endpoint grant counters and the scope of
 //                                     the last refresh request (test-only)
 
+import crypto from 'node:crypto';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -127,6 +134,15 @@ const clients = [
   },
   googleClient('google-desktop'),
   googleClient('google-short'),
+  // The client that service accounts' tokens are issued to (see /sa-token).
+  {
+    client_id: 'service-accounts',
+    client_secret: crypto.randomBytes(24).toString('hex'),
+    token_endpoint_auth_method: 'client_secret_basic',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+  },
   {
     client_id: 'mail-rs',
     client_secret: 'mail-rs-secret',
@@ -164,7 +180,8 @@ function countGrant(account, grantType, scope) {
   let entry = grantStats.get(account);
   if (!entry) {
     entry = {
-      refresh_grants: 0, code_grants: 0, device_grants: 0, app_grants: 0, last_refresh_scope: null,
+      refresh_grants: 0, code_grants: 0, device_grants: 0, app_grants: 0, sa_grants: 0,
+      last_refresh_scope: null,
     };
     grantStats.set(account, entry);
   }
@@ -175,6 +192,7 @@ function countGrant(account, grantType, scope) {
   }
   else if (grantType === 'authorization_code') entry.code_grants += 1;
   else if (grantType === 'client_credentials') entry.app_grants += 1;
+  else if (grantType === 'urn:ietf:params:oauth:grant-type:jwt-bearer') entry.sa_grants += 1;
   else if (grantType === 'urn:ietf:params:oauth:grant-type:device_code') entry.device_grants += 1;
 }
 
@@ -426,7 +444,8 @@ server.listen(requestedPort, '127.0.0.1', () => {
       log(req.method, req.url.replace(/([?&](?:code|refresh_token|token|code_verifier|client_secret)=)[^&]*/g, '$1…'), res.statusCode, `${Date.now() - started}ms`);
     });
     const url = new URL(req.url, issuer);
-    if (url.pathname.startsWith('/interaction/') || url.pathname.startsWith('/_test/')) {
+    if (url.pathname.startsWith('/interaction/') || url.pathname.startsWith('/_test/')
+      || url.pathname === '/sa-token') {
       handleCustom(provider, req, res, url).catch((err) => {
         log('custom route error', err.stack);
         if (!res.headersSent) {
@@ -485,8 +504,111 @@ async function readForm(req) {
   return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
 }
 
+// ---------------------------------------------------------------- service accounts
+
+// Test-only: Google-style service accounts, by client_email: the public half of the
+// key the test got, and whether domain-wide delegation was granted.
+const serviceAccounts = new Map();
+const SA_SCOPE = 'mail';
+const SA_DOMAIN = '@example.test';
+
+function newServiceAccount(issuer, email, delegated) {
+  const { publicKey, privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const keyId = crypto.randomBytes(20).toString('hex');
+  serviceAccounts.set(email, { publicKey, keyId, delegated });
+  // The fields of the JSON key Google's console downloads.
+  return {
+    type: 'service_account',
+    project_id: 'mailtoken-test',
+    private_key_id: keyId,
+    private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    client_email: email,
+    client_id: String(BigInt(`0x${crypto.randomBytes(8).toString('hex')}`)),
+    auth_uri: `${issuer}/auth`,
+    token_uri: `${issuer}/sa-token`,
+  };
+}
+
+// Google's token endpoint for the JWT bearer grant, with Google's error texts
+// (https://developers.google.com/identity/protocols/oauth2/service-account#error-codes).
+async function jwtBearerGrant(provider, issuer, req, res) {
+  const form = await readForm(req);
+  const refuse = (error, description) => {
+    log('sa-token refused', error, description);
+    sendJson(res, 400, { error, error_description: description });
+  };
+  if (form.get('grant_type') !== 'urn:ietf:params:oauth:grant-type:jwt-bearer') {
+    refuse('unsupported_grant_type', `Invalid grant_type: ${form.get('grant_type') ?? ''}`);
+    return;
+  }
+  const parts = (form.get('assertion') ?? '').split('.');
+  let header;
+  let claims;
+  try {
+    header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'));
+    claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'));
+  } catch {
+    refuse('invalid_request', 'Invalid JWT: the assertion is not a JWT.');
+    return;
+  }
+  const account = serviceAccounts.get(claims.iss);
+  const signed = account && header.alg === 'RS256' && parts.length === 3
+    && crypto.verify('RSA-SHA256', Buffer.from(`${parts[0]}.${parts[1]}`), account.publicKey, Buffer.from(parts[2], 'base64url'));
+  if (!signed || (header.kid !== undefined && header.kid !== account.keyId)) {
+    refuse('invalid_grant', 'Invalid JWT Signature.');
+    return;
+  }
+  const now = Math.floor(Date.now() / 1000);
+  if (typeof claims.iat !== 'number' || typeof claims.exp !== 'number'
+    || claims.exp - claims.iat > 3600 || claims.exp <= now || claims.iat > now + 60) {
+    refuse('invalid_grant', 'Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.');
+    return;
+  }
+  if (claims.aud !== `${issuer}/sa-token`) {
+    refuse('invalid_grant', `Invalid JWT: Failed audience check. The right audience is ${issuer}/sa-token`);
+    return;
+  }
+  if (typeof claims.sub !== 'string' || !claims.sub.endsWith(SA_DOMAIN)) {
+    refuse('invalid_grant', 'Invalid email or User ID');
+    return;
+  }
+  if (!String(claims.scope ?? '').split(' ').includes(SA_SCOPE)) {
+    refuse('invalid_scope', 'Invalid OAuth scope or ID token audience provided.');
+    return;
+  }
+  if (!account.delegated) {
+    refuse('unauthorized_client', 'Client is unauthorized to retrieve access tokens using this method, or client not authorized for any of the scopes requested.');
+    return;
+  }
+  // An access token for the mailbox `sub`, as oidc-provider's own (so that Dovecot's
+  // introspection finds it), issued to the static client `service-accounts`.
+  const client = await provider.Client.find('service-accounts');
+  const grant = new provider.Grant({ accountId: claims.sub, clientId: client.clientId });
+  grant.addOIDCScope(SA_SCOPE);
+  const grantId = await grant.save();
+  const token = new provider.AccessToken({
+    accountId: claims.sub, client, grantId, scope: SA_SCOPE, gty: 'jwt_bearer',
+  });
+  const value = await token.save();
+  countGrant(`sa:${claims.iss}`, 'urn:ietf:params:oauth:grant-type:jwt-bearer');
+  sendJson(res, 200, {
+    access_token: value, token_type: 'Bearer', expires_in: token.expiration, scope: SA_SCOPE,
+  });
+}
+
 async function handleCustom(provider, req, res, url) {
   const path = url.pathname;
+  const issuer = url.origin;
+
+  if (path === '/_test/service-account' && req.method === 'GET') {
+    const email = url.searchParams.get('email') ?? '';
+    sendJson(res, 200, newServiceAccount(issuer, email, url.searchParams.get('delegated') !== '0'));
+    return;
+  }
+  if (path === '/sa-token' && req.method === 'POST') {
+    await jwtBearerGrant(provider, issuer, req, res);
+    return;
+  }
 
   // Test-only instrumentation.
   if (path === '/_test/health' && req.method === 'GET') {
@@ -497,7 +619,8 @@ async function handleCustom(provider, req, res, url) {
     const account = url.searchParams.get('account') ?? '';
     const entry = grantStats.get(account)
       ?? {
-        refresh_grants: 0, code_grants: 0, device_grants: 0, app_grants: 0, last_refresh_scope: null,
+        refresh_grants: 0, code_grants: 0, device_grants: 0, app_grants: 0, sa_grants: 0,
+        last_refresh_scope: null,
       };
     sendJson(res, 200, { account, ...entry });
     return;
