@@ -24,6 +24,7 @@ pub mod oauth;
 pub mod password;
 pub mod paths;
 pub mod providers;
+pub mod proxy;
 pub mod qr;
 pub mod record;
 pub mod sasl;

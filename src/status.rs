@@ -49,6 +49,12 @@ pub struct Row {
     /// OAuth: the redirect URI a browser login uses, and what listens there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redirect: Option<String>,
+    /// OAuth: where tokens are asked for...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    /// ...and how: `direct ...` or `the HTTP proxy URL (from SOURCE)`, never credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     /// OAuth: whether `login --device` can be used, and if not, why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_login: Option<String>,
@@ -78,6 +84,8 @@ impl Row {
             login_pending: false,
             store: store.to_owned(),
             tenant: None,
+            token_endpoint: None,
+            proxy: None,
             redirect: None,
             device_login: None,
             daemon: false,
@@ -88,6 +96,11 @@ impl Row {
     fn login_ways(&mut self, a: &Account) {
         let Ok(o) = a.oauth() else { return };
         self.tenant = o.tenant.clone();
+        self.token_endpoint = Some(o.token_url.to_string());
+        self.proxy = Some(match crate::oauth::token_route(a) {
+            Ok(r) => r.shown(),
+            Err(e) => e.message,
+        });
         if o.app_only() {
             return;
         }
@@ -312,6 +325,9 @@ fn render(r: &Row) -> String {
     }
     if let Some(t) = &r.tenant {
         line(&mut s, "tenant", t);
+    }
+    if let (Some(u), Some(p)) = (&r.token_endpoint, &r.proxy) {
+        line(&mut s, "token requests", &format!("{u}, {p}"));
     }
     if let Some(u) = &r.redirect {
         line(&mut s, "redirect", u);

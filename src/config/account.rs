@@ -27,6 +27,9 @@ pub struct Account {
     pub pop: Option<Server>,
     pub smtp: Option<Server>,
     pub ca_file: Option<PathBuf>,
+    /// The config's proxy for token requests (the account's, else the top level's);
+    /// `None`: the environment decides.
+    pub proxy: Option<crate::proxy::Setting>,
 }
 
 #[derive(Debug, Clone)]

@@ -75,9 +75,14 @@ impl Config {
             Some(t) => parse_duration(&src, t)?,
             None => DEFAULT_TIMEOUT,
         };
+        let proxy = raw
+            .proxy
+            .as_ref()
+            .map(|p| source::proxy_setting(&src, p))
+            .transpose()?;
         let mut accounts = BTreeMap::new();
         for (name, acct) in raw.accounts {
-            let account = resolve::resolve(&src, &name, acct)?;
+            let account = resolve::resolve(&src, &name, acct, proxy.as_ref())?;
             accounts.insert(account.name.clone(), account);
         }
         Ok(Config {

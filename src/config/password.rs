@@ -44,6 +44,7 @@ pub(super) fn resolve(
         ("private_key", a.private_key.is_some()),
         ("certificate_cmd", a.certificate_cmd.is_some()),
         ("key_file", a.key_file.is_some()),
+        ("proxy", a.proxy.is_some()),
         ("key_cmd", a.key_cmd.is_some()),
         ("redirect_host", a.redirect_host.is_some()),
         ("redirect_path", a.redirect_path.is_some()),

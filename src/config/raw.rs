@@ -18,6 +18,8 @@ pub(super) struct RawConfig {
     pub(super) store: StoreConfig,
     pub(super) timeout: Option<Spanned<String>>,
     pub(super) notify_cmd: Option<String>,
+    /// The HTTP proxy for token requests of every account (`"none"`: direct).
+    pub(super) proxy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +54,8 @@ pub(super) struct RawAccount {
     pub(super) pop: Option<RawServer>,
     pub(super) smtp: Option<RawServer>,
     pub(super) ca_file: Option<PathBuf>,
+    /// The HTTP proxy for this account's token requests; wins over the top level's.
+    pub(super) proxy: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

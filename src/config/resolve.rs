@@ -17,6 +17,7 @@ pub(super) fn resolve(
     src: &Source,
     name: &Spanned<String>,
     acct: Spanned<RawAccount>,
+    top_proxy: Option<&crate::proxy::Setting>,
 ) -> Result<Account> {
     let span = acct.span();
     let here = || Some(name.span());
@@ -86,7 +87,12 @@ pub(super) fn resolve(
         )?,
         AuthKind::ServiceAccount => oauth::resolve(&table, oauth::service_account(&table)?)?,
     };
+    let proxy = match &a.proxy {
+        Some(p) => Some(super::source::proxy_setting(src, p)?),
+        None => top_proxy.cloned(),
+    };
     Ok(Account {
+        proxy,
         imap,
         pop,
         smtp,

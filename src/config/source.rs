@@ -90,3 +90,14 @@ pub fn endpoint_url(text: &str) -> std::result::Result<Url, String> {
     }
     Ok(url)
 }
+
+/// A `proxy` value: `"none"`, or an http:// proxy URL.
+pub(super) fn proxy_setting(src: &Source, s: &Spanned<String>) -> Result<crate::proxy::Setting> {
+    crate::proxy::Setting::parse(s.get_ref()).map_err(|why| {
+        src.error(
+            Some(s.span()),
+            &format!("proxy {why}"),
+            Some("Use proxy = \"http://HOST:PORT\" (credentials may go in it), or \"none\" for no proxy.".into()),
+        )
+    })
+}

@@ -94,6 +94,7 @@ impl OAuthClient<'_> {
                 self.account,
                 self.oauth,
                 self.timeout,
+                &self.route,
                 Step::Device,
                 RequestTokenError::Request(f),
             )
@@ -114,6 +115,7 @@ impl OAuthClient<'_> {
                 self.account,
                 self.oauth,
                 self.timeout,
+                &self.route,
                 Step::Device,
                 RequestTokenError::ServerResponse(r),
             )
@@ -144,7 +146,16 @@ impl OAuthClient<'_> {
                 kind: FailureKind::Temporary,
                 error: Error::software(format!("building the token request: {e}")),
             })?;
-        let classified = |e| classify(self.account, self.oauth, self.timeout, Step::Device, e);
+        let classified = |e| {
+            classify(
+                self.account,
+                self.oauth,
+                self.timeout,
+                &self.route,
+                Step::Device,
+                e,
+            )
+        };
         let (status, content_type, body) = match fetch(&self.http, req).await {
             Ok(answer) => answer,
             Err(f) => {

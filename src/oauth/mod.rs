@@ -10,6 +10,7 @@ pub mod microsoft;
 
 use crate::config::{Account, ClientAuth, Grant, KeyMaterial, KeySource, OAuth};
 use crate::error::{Error, ExitCode, Result, chain};
+use crate::proxy::Route;
 use crate::record::{self, FailureKind};
 use crate::secret::Secret;
 use oauth2::basic::{BasicClient, BasicErrorResponse, BasicErrorResponseType, BasicTokenResponse};
@@ -69,6 +70,8 @@ pub struct OAuthClient<'a> {
     signer: Option<assertion::Signer>,
     /// The token endpoint's clock minus ours, from its last answer's `Date`.
     clock: std::sync::Mutex<Option<i64>>,
+    /// Through which proxy, if any, the token endpoint is reached.
+    route: Route,
     timeout: Duration,
 }
 
@@ -233,9 +236,11 @@ async fn send_dated(
     b.body(body).map_err(|e| HttpFault::Other(e.to_string()))
 }
 
-/// Builds the HTTP client for an account's token endpoint.
-pub fn http_client(account: &Account, timeout: Duration) -> Result<reqwest::Client> {
+/// Builds the HTTP client for an account's token endpoint, through the proxy `route`
+/// says (mailtoken chooses it, not reqwest: `proxy.rs`).
+pub fn http_client(account: &Account, timeout: Duration, route: &Route) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
+        .no_proxy()
         // The crate's SSRF warning: a token endpoint has no business redirecting us.
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
@@ -252,8 +257,21 @@ pub fn http_client(account: &Account, timeout: Duration) -> Result<reqwest::Clie
         let tls = crate::tls::client_config(account.ca_file.as_deref())?;
         b = b.use_preconfigured_tls((*tls).clone());
     }
+    if let Some(p) = &route.proxy {
+        // Credentials in the URL become the Proxy-Authorization header (Basic).
+        let proxy = reqwest::Proxy::all(p.as_str()).map_err(|e| {
+            Error::config(format!("proxy {}: {}", crate::proxy::redact(p), chain(&e)))
+        })?;
+        b = b.proxy(proxy);
+    }
     b.build()
         .map_err(|e| Error::software(format!("HTTP client: {}", chain(&e))))
+}
+
+/// The route to an account's token endpoint.
+pub fn token_route(account: &Account) -> Result<Route> {
+    let o = account.oauth()?;
+    crate::proxy::route(account.proxy.as_ref(), &o.token_url)
 }
 
 /// The app's certificate and key, from their files or from `certificate_cmd`.
@@ -325,10 +343,12 @@ impl<'a> OAuthClient<'a> {
             Grant::ClientCredentials(ClientAuth::Certificate(m)) => Some(signer(account, m)?),
             _ => None,
         };
+        let route = token_route(account)?;
         Ok(OAuthClient {
             account,
             oauth,
-            http: http_client(account, timeout)?,
+            http: http_client(account, timeout, &route)?,
+            route,
             secret,
             signer,
             clock: std::sync::Mutex::new(None),
@@ -514,6 +534,7 @@ impl<'a> OAuthClient<'a> {
                 self.account,
                 self.oauth,
                 self.timeout,
+                &self.route,
                 Step::App,
                 e,
             )))
@@ -599,7 +620,7 @@ impl<'a> OAuthClient<'a> {
         match resp {
             Ok(t) => Ok(TokenGrant::from(t)),
             Err(e) => {
-                let e = classify(self.account, self.oauth, self.timeout, step, e);
+                let e = classify(self.account, self.oauth, self.timeout, &self.route, step, e);
                 Err(if step == Step::App {
                     self.with_clock(e)
                 } else {
@@ -646,6 +667,15 @@ fn redirect_url(uri: &str) -> RedirectUrl {
     RedirectUrl::new(uri.to_owned()).expect("Redirect::uri returns only URLs that parse")
 }
 
+/// `text` with the proxy's password, if any, masked: a transport error may quote the
+/// proxy's URL.
+fn hide(route: &Route, text: &str) -> String {
+    match route.password() {
+        Some(p) if !p.is_empty() => text.replace(p, "***"),
+        _ => text.to_owned(),
+    }
+}
+
 /// What to do about a refused assertion, from the provider's words (Google's
 /// invalid_grant descriptions for service accounts).
 fn assertion_remedy(account: &Account, desc: &str) -> String {
@@ -685,6 +715,7 @@ fn classify(
     account: &Account,
     oauth: &OAuth,
     timeout: Duration,
+    route: &Route,
     step: Step,
     e: RequestTokenError<HttpFault, BasicErrorResponse>,
 ) -> TokenError {
@@ -786,6 +817,17 @@ fn classify(
                     humantime::format_duration(timeout)
                 ))
                 .with_remedy("Check the network and try again; `timeout` in the config sets the limit."),
+            ),
+            HttpFault::Connect(e) if route.proxy.is_some() => (
+                Temporary,
+                Error::temp(format!(
+                    "{what} for {name}: {} did not get the request to {url} through: {}. The provider was not reached.{keep}",
+                    route.shown(),
+                    hide(route, &e)
+                ))
+                .with_remedy(
+                    "Check that the proxy runs and lets this machine through (HTTPS_PROXY / HTTP_PROXY, or proxy in the config), or list the endpoint's host in NO_PROXY.",
+                ),
             ),
             HttpFault::Connect(e) => (
                 Temporary,

@@ -52,6 +52,11 @@ pub struct Options {
 pub struct Report {
     pub account: String,
     pub user: String,
+    /// OAuth: the token endpoint a refreshed token comes from, and the way there.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<String>,
     pub checks: Vec<Check>,
     /// 0 when every check passed, else the sysexits code `verify` ends with.
     pub exit_code: i32,
@@ -173,9 +178,15 @@ pub fn run(config: &Config, account: &Account, opts: &Options) -> Result<Report>
 
 impl Report {
     fn new(account: &Account, checks: Vec<Check>) -> Report {
+        let oauth = account.oauth().ok();
         Report {
             account: account.name.clone(),
             user: account.user.clone(),
+            token_endpoint: oauth.map(|o| o.token_url.to_string()),
+            proxy: oauth.map(|_| match crate::oauth::token_route(account) {
+                Ok(r) => r.shown(),
+                Err(e) => e.message,
+            }),
             exit_code: exit_code(&checks),
             checks,
         }
@@ -325,6 +336,9 @@ impl Check {
 pub fn render(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Account {} ({})", report.account, report.user);
+    if let (Some(u), Some(p)) = (&report.token_endpoint, &report.proxy) {
+        let _ = writeln!(s, "Token requests: {u}, {p}");
+    }
     for c in &report.checks {
         let _ = writeln!(s);
         let _ = writeln!(

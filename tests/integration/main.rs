@@ -22,6 +22,7 @@ mod login_token;
 mod mail_programs;
 mod mailserver_selftest;
 mod provider_replies;
+mod proxy;
 mod service_account;
 mod store_crash;
 mod store_refusal;

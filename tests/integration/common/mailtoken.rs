@@ -138,6 +138,11 @@ impl Env {
             .env("HOME", self.dir.path())
             .env_remove("MAILTOKEN_SOCKET")
             .stdin(Stdio::null());
+        // The developer's or CI's proxies are not the tests' (tests/integration/proxy.rs
+        // sets its own).
+        for var in ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"] {
+            c.env_remove(var).env_remove(var.to_ascii_lowercase());
+        }
         // A private runtime dir: nothing of the developer's own session leaks in.
         let run = self.dir.path().join("run");
         std::fs::create_dir_all(&run).unwrap();
