@@ -80,11 +80,30 @@ static TABLE: &[Row] = &[
         meaning: "public client flows are off for the app, which the device login needs",
         remedy: "Turn on \"Allow public client flows\" in the app registration (Authentication > Advanced settings), or log in through the browser: `mailtoken login {name}`.",
     },
+    // The app-only grant's own failures (client credentials).
     Row {
-        codes: &[7000215, 700027, 700024],
+        codes: &[7000215],
         kind: Config,
-        meaning: "the app's secret or signed assertion was refused (invalid, expired, or dated by a clock that is off)",
-        remedy: "Check the client secret or certificate of [accounts.{name}] in the app registration, and this machine's clock.",
+        meaning: "the client secret is not a secret of this app",
+        remedy: "Check client_secret / client_secret_cmd of [accounts.{name}]: it must be the secret's Value (not its Secret ID) from the app registration's Certificates & secrets.",
+    },
+    Row {
+        codes: &[7000222],
+        kind: Config,
+        meaning: "the client secret has expired",
+        remedy: "Make a new client secret in the app registration (Certificates & secrets > New client secret) and put it where client_secret_cmd of [accounts.{name}] reads it.",
+    },
+    Row {
+        codes: &[700027],
+        kind: Config,
+        meaning: "the signed client assertion was refused: the certificate is not one the app registration holds, or the key does not match it",
+        remedy: "Upload the certificate of [accounts.{name}] to the app registration (Certificates & secrets > Certificates), or point certificate and private_key at the pair that is there.",
+    },
+    Row {
+        codes: &[700024],
+        kind: Config,
+        meaning: "the client assertion is not within its valid time range",
+        remedy: "This machine's clock is probably off: check it (timedatectl), then try again.",
     },
 ];
 

@@ -194,6 +194,21 @@ static CASES: &[Case] = &[
         ),
         code: Some(ExitCode::NoPerm),
     },
+    // App-only tokens: Exchange needs the app's service principal and its access to
+    // the mailbox. https://learn.microsoft.com/en-us/exchange/client-developer/legacy-protocols/how-to-authenticate-an-imap-pop-smtp-application-by-using-oauth#register-service-principals-in-exchange
+    Case {
+        when: |f| f.rejected() && f.account.app_only() && f.microsoft(),
+        words: &[
+            "5.7.3 authentication unsuccessful",
+            "authenticate failed",
+            "auth failed",
+        ],
+        diagnosis: "Exchange Online refused the app's token for {user}: {reply}",
+        remedy: Some(
+            "The app has a token but no access to this mailbox in Exchange. An Exchange administrator registers the app's service principal and grants it the mailbox: New-ServicePrincipal -AppId {client_id} -ObjectId <the Enterprise application's Object ID>, then Add-MailboxPermission -Identity {user} -User <that Object ID> -AccessRights FullAccess (IMAP, POP) and Add-RecipientPermission -Identity {user} -Trustee <that Object ID> -AccessRights SendAs (SMTP). The app also needs the application permissions IMAP.AccessAsApp, POP.AccessAsApp and SMTP.SendAsApp with admin consent.",
+        ),
+        code: Some(ExitCode::NoPerm),
+    },
     Case {
         when: |f| f.rejected() && f.target.proto == Proto::Smtp,
         words: &["5.7.3 authentication unsuccessful"],
@@ -555,6 +570,7 @@ impl Facts<'_> {
                 ""
             }
             .to_owned(),
+            "client_id" => self.account.oauth().map(|o| o.client_id.clone()).unwrap_or_default(),
             "from" => self.target.message.as_ref().map(|m| m.from.clone()).unwrap_or_default(),
             "to" => self.target.message.as_ref().map(|m| m.to.clone()).unwrap_or_default(),
             // Exchange's per-mailbox switch (Set-CASMailbox) and delegated permission

@@ -117,7 +117,7 @@ fn verify(env: &Env, proto: &str, extra: &[&str]) -> (i32, Value) {
     (o.status.code().unwrap(), v["checks"][0].clone())
 }
 
-fn text(check: &Value, key: &str) -> String {
+fn text_of(check: &Value, key: &str) -> String {
     check[key].as_str().unwrap_or_default().to_owned()
 }
 
@@ -139,11 +139,11 @@ fn smtp_auth_disabled_for_the_tenant_names_the_exchange_setting_and_exits_77() {
     let (code, c) = verify(&env, "smtp", &[]);
     assert_eq!(code, 77, "{c}");
     assert!(
-        text(&c, "diagnosis")
+        text_of(&c, "diagnosis")
             .starts_with("SMTP AUTH is switched off for the whole tenant: 535 5.7.139"),
         "{c}"
     );
-    let r = text(&c, "remedy");
+    let r = text_of(&c, "remedy");
     assert!(
         r.contains("Set-TransportConfig -SmtpClientAuthenticationDisabled $false"),
         "{r}"
@@ -168,13 +168,13 @@ fn smtp_auth_disabled_for_the_mailbox_names_set_casmailbox_for_that_user() {
     let (code, c) = verify(&env, "smtp", &[]);
     assert_eq!(code, 77, "{c}");
     assert!(
-        text(&c, "diagnosis").starts_with(&format!(
+        text_of(&c, "diagnosis").starts_with(&format!(
             "SMTP AUTH is switched off for the mailbox {login}"
         )),
         "{c}"
     );
     assert!(
-        text(&c, "remedy").contains(&format!(
+        text_of(&c, "remedy").contains(&format!(
             "Set-CASMailbox -Identity {login} -SmtpClientAuthenticationDisabled $false"
         )),
         "{c}"
@@ -199,12 +199,12 @@ fn smtp_535_5_7_3_says_the_token_is_for_another_user_or_lacks_smtp_send() {
     let (code, c) = verify(&env, "smtp", &[]);
     assert_eq!(code, 77, "{c}");
     assert!(
-        text(&c, "diagnosis").starts_with(&format!(
+        text_of(&c, "diagnosis").starts_with(&format!(
             "Microsoft 365 took the token but not for {login}: 535 5.7.3"
         )),
         "{c}"
     );
-    let r = text(&c, "remedy");
+    let r = text_of(&c, "remedy");
     assert!(r.contains("another user") && r.contains("SMTP.Send"), "{r}");
 }
 
@@ -228,11 +228,11 @@ fn smtp_550_5_7_30_for_a_password_says_to_sign_in_with_oauth() {
     let (code, c) = verify(&env, "smtp", &[]);
     assert_eq!(code, 77, "{c}");
     assert!(
-        text(&c, "diagnosis")
+        text_of(&c, "diagnosis")
             .starts_with("Microsoft 365 no longer takes a password for SMTP AUTH: 550 5.7.30"),
         "{c}"
     );
-    let r = text(&c, "remedy");
+    let r = text_of(&c, "remedy");
     assert!(
         r.contains("auth = \"oauth\"") && r.contains("mailtoken login a"),
         "{r}"
@@ -270,12 +270,12 @@ fn a_test_message_refused_with_send_as_denied_names_the_send_as_permission() {
     );
     assert_eq!(code, 77, "{c}");
     assert!(
-        text(&c, "diagnosis")
+        text_of(&c, "diagnosis")
             .starts_with("SMTP accepted the login but will not send as boss@contoso.example: 554 5.2.252 SendAsDenied"),
         "{c}"
     );
     assert!(
-        text(&c, "remedy").contains(&format!(
+        text_of(&c, "remedy").contains(&format!(
             "Add-RecipientPermission -Identity boss@contoso.example -Trustee {login} -AccessRights SendAs"
         )),
         "{c}"
@@ -296,14 +296,53 @@ fn office365_imap_authenticate_failed_lists_its_usual_causes() {
     let (code, c) = verify(&env, "imap", &[]);
     assert_eq!(code, 77, "{c}");
     assert_eq!(
-        text(&c, "diagnosis"),
+        text_of(&c, "diagnosis"),
         "Office 365 refused the token: AUTHENTICATE failed."
     );
-    let r = text(&c, "remedy");
+    let r = text_of(&c, "remedy");
     assert!(
         r.contains(&format!(
             "Set-CASMailbox -Identity {login} -ImapEnabled $true"
         )) && r.contains("IMAP.AccessAsUser.All"),
+        "{r}"
+    );
+}
+
+#[test]
+fn an_app_only_token_refused_by_office365_names_the_service_principal_and_mailbox_permission() {
+    let fake = scripted::serve(O365_IMAP_GREETING, IMAP_AUTHENTICATE_FAILED);
+    let (env, app) = app_env("o365app", None);
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    // The account `a` this file's `verify` checks, at Microsoft, IMAP at the fake.
+    let text = text.replace("[accounts.app]", "[accounts.a]").replace(
+        "auth = \"client_credentials\"\n",
+        "auth = \"client_credentials\"\nprovider = \"microsoft\"\n",
+    );
+    let imap = text
+        .lines()
+        .find(|l| l.starts_with("imap = "))
+        .unwrap()
+        .to_owned();
+    env.write_config(&text.replace(
+        &imap,
+        &format!(
+            "imap = {{ host = \"127.0.0.1\", port = {}, tls = \"implicit\" }}",
+            fake.port
+        ),
+    ));
+    let (code, c) = verify(&env, "imap", &[]);
+    assert_eq!(code, 77, "{c}");
+    assert_eq!(
+        text_of(&c, "diagnosis"),
+        format!(
+            "Exchange Online refused the app's token for {}: AUTHENTICATE failed.",
+            app.mailbox
+        )
+    );
+    let r = text_of(&c, "remedy");
+    assert!(
+        r.contains(&format!("New-ServicePrincipal -AppId {}", app.client_id))
+            && r.contains(&format!("Add-MailboxPermission -Identity {}", app.mailbox)),
         "{r}"
     );
 }
@@ -323,10 +362,10 @@ fn office365_bye_access_token_expired_says_check_the_clock_and_exits_75() {
     let (code, c) = verify(&env, "imap", &[]);
     assert_eq!(code, 75, "{c}");
     assert_eq!(
-        text(&c, "diagnosis"),
+        text_of(&c, "diagnosis"),
         "IMAP ended the session: the server considers the access token expired: BYE Session invalidated - AccessTokenExpired"
     );
-    assert!(text(&c, "remedy").contains("timedatectl"), "{c}");
+    assert!(text_of(&c, "remedy").contains("timedatectl"), "{c}");
 }
 
 const GMAIL_534_5_7_9: &[Exchange] = &[
@@ -348,12 +387,12 @@ fn gmail_534_5_7_9_says_an_app_password_is_needed_and_where_to_make_one() {
     let (code, c) = verify(&env, "smtp", &[]);
     assert_eq!(code, 77, "{c}");
     assert!(
-        text(&c, "diagnosis").starts_with(
+        text_of(&c, "diagnosis").starts_with(
             "SMTP wants an app password: 534 5.7.9 Application-specific password required."
         ),
         "{c}"
     );
-    let r = text(&c, "remedy");
+    let r = text_of(&c, "remedy");
     assert!(
         r.contains("https://myaccount.google.com/apppasswords")
             && r.contains("mailtoken set-password a"),
@@ -382,11 +421,11 @@ fn gmail_534_5_7_14_says_to_sign_in_through_the_web_browser_first() {
     let (code, c) = verify(&env, "smtp", &[]);
     assert_eq!(code, 77, "{c}");
     assert!(
-        text(&c, "diagnosis").starts_with("SMTP wants a sign-in in a browser first: 534 5.7.14"),
+        text_of(&c, "diagnosis").starts_with("SMTP wants a sign-in in a browser first: 534 5.7.14"),
         "{c}"
     );
     assert!(
-        text(&c, "remedy").contains("https://mail.google.com"),
+        text_of(&c, "remedy").contains("https://mail.google.com"),
         "{c}"
     );
 }
@@ -425,10 +464,10 @@ fn gmail_invalid_credentials_after_a_refresh_names_the_account_and_the_scope() {
     let (code, c) = verify(&env, "imap", &[]);
     assert_eq!(code, 77, "{c}");
     assert_eq!(
-        text(&c, "diagnosis"),
+        text_of(&c, "diagnosis"),
         "Gmail refused a freshly refreshed token: [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
     );
-    let r = text(&c, "remedy");
+    let r = text_of(&c, "remedy");
     assert!(
         r.contains(&format!("user = \"{login}\"")) && r.contains("https://mail.google.com/"),
         "{r}"
@@ -462,9 +501,9 @@ fn gmail_454_too_many_login_attempts_says_wait_and_exits_75() {
     let (code, c) = verify(&env, "smtp", &[]);
     assert_eq!(code, 75, "{c}");
     assert!(
-        text(&c, "diagnosis")
+        text_of(&c, "diagnosis")
             .starts_with("SMTP refuses logins for a while: 454 4.7.0 Too many login attempts"),
         "{c}"
     );
-    assert!(text(&c, "remedy").contains("Wait"), "{c}");
+    assert!(text_of(&c, "remedy").contains("Wait"), "{c}");
 }
