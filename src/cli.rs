@@ -142,7 +142,12 @@ pub enum Command {
     },
     /// Run the broker daemon on the unix socket ($MAILTOKEN_SOCKET, else
     /// $XDG_RUNTIME_DIR/mailtoken/socket), in the foreground; SIGHUP reloads the config.
-    Serve,
+    Serve {
+        /// Also serve the users in this group (a system service's clients, who reach
+        /// its socket through the group: see integrations/systemd/system/).
+        #[arg(long, value_name = "GROUP")]
+        allow_group: Option<String>,
+    },
     /// List the provider presets, or show one in full.
     Providers { name: Option<String> },
     /// Git credential helper for git send-email: `get` answers with the user and a valid

@@ -96,7 +96,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Providers { name } => providers_cmd(name.as_deref()),
         Command::SetPassword { account } => set_password(&account),
         Command::Password { account } => password(&account),
-        Command::Serve => crate::daemon::serve(),
+        Command::Serve { allow_group } => crate::daemon::serve(allow_group.as_deref()),
         Command::GitCredential { operation } => crate::gitcred::run(&operation),
         Command::Completions { shell } => {
             let mut out = Vec::new();

@@ -26,8 +26,10 @@ use tokio::sync::watch;
 pub struct Daemon {
     broker: RwLock<Arc<Broker>>,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
-    /// The daemon's own uid: the only one its socket serves.
+    /// The daemon's own uid, which its socket serves...
     pub uid: u32,
+    /// ...and the members of this group (`serve --allow-group`).
+    pub allow_gid: Option<u32>,
 }
 
 pub struct Slot {
@@ -79,6 +81,7 @@ impl Daemon {
             slots: Mutex::new(HashMap::new()),
             // SAFETY: geteuid has no preconditions.
             uid: unsafe { libc::geteuid() },
+            allow_gid: None,
         }
     }
 

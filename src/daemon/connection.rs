@@ -15,7 +15,7 @@ use tokio::net::UnixStream;
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
-    let peer_ok = stream.peer_cred().is_ok_and(|c| c.uid() == daemon.uid);
+    let peer_ok = super::peer::allowed(&stream, daemon.uid, daemon.allow_gid);
     let (read, mut write) = stream.into_split();
     let mut reader = BufReader::new(read);
     if !peer_ok {
@@ -23,7 +23,12 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
         // a reset the client would see as a broken pipe; then hang up.
         let mut line = zeroize::Zeroizing::new(Vec::new());
         let _ = tokio::time::timeout(READ_TIMEOUT, read_line(&mut reader, &mut line)).await;
-        let e = Error::noperm("permission denied: this daemon serves only its own user");
+        let e = Error::noperm(match daemon.allow_gid {
+            None => "permission denied: this daemon serves only its own user".to_owned(),
+            Some(g) => format!(
+                "permission denied: this daemon serves its own user and the group with gid {g}, and this process is in neither"
+            ),
+        });
         let _ = write.write_all(&encode(&Reply::error(&e))).await;
         return;
     }

@@ -12,6 +12,7 @@
 
 mod accounts;
 mod connection;
+mod peer;
 mod refresher;
 mod reload;
 pub mod socket;
@@ -24,7 +25,8 @@ use accounts::Daemon;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub fn serve() -> Result<()> {
+pub fn serve(allow_group: Option<&str>) -> Result<()> {
+    let allow_gid = allow_group.map(peer::group_id).transpose()?;
     let config = Config::load_default()?;
     let broker = Broker::open(config)?;
     if let Some(n) = &broker.store_notice {
@@ -38,12 +40,14 @@ pub fn serve() -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::software(format!("cannot start the async runtime: {e}")))?;
-    rt.block_on(run(broker))
+    rt.block_on(run(broker, allow_gid))
 }
 
-async fn run(broker: Broker) -> Result<()> {
+async fn run(broker: Broker, allow_gid: Option<u32>) -> Result<()> {
     let socket = socket::Socket::open(&crate::ipc::client::socket_path())?;
-    let daemon = Arc::new(Daemon::new(broker));
+    let mut daemon = Daemon::new(broker);
+    daemon.allow_gid = allow_gid;
+    let daemon = Arc::new(daemon);
     let names: Vec<String> = daemon.broker().config.accounts.keys().cloned().collect();
     for name in &names {
         if let Some(slot) = daemon.add_slot(name) {

@@ -26,4 +26,5 @@ mod proxy;
 mod service_account;
 mod store_crash;
 mod store_refusal;
+mod system_service;
 mod verify;
