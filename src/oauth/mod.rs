@@ -680,7 +680,9 @@ fn hide(route: &Route, text: &str) -> String {
 /// invalid_grant descriptions for service accounts).
 fn assertion_remedy(account: &Account, desc: &str) -> String {
     let d = desc.to_ascii_lowercase();
-    if d.contains("signature") {
+    if d.contains("audience") {
+        "The assertion was made for another token endpoint than the one it was sent to: leave token_url out of the account, so that the key's token_uri is used.".into()
+    } else if d.contains("signature") {
         "The key does not match the service account (it was deleted or replaced): make a new JSON key in the Cloud console and point key_file at it.".into()
     } else if d.contains("iat") || d.contains("exp") || d.contains("timeframe") {
         "The assertion's times were refused: check this machine's clock (timedatectl).".into()
@@ -783,6 +785,18 @@ fn classify(
                         "Domain-wide delegation is missing for this service account and scope. A Workspace super administrator adds it at admin.google.com > Security > Access and data control > API controls > Manage Domain Wide Delegation > Add new: the key file's client_id as Client ID, and the scope {}. It can take some minutes to apply.",
                         oauth.scopes.join(",")
                     )),
+                ),
+                (BasicErrorResponseType::InvalidScope, Step::App)
+                    if matches!(oauth.grant, Grant::ServiceAccount { .. }) =>
+                (
+                    Config,
+                    Error::config(format!(
+                        "{what} for {name}: the provider refused the scopes {} (invalid_scope{desc})",
+                        oauth.scopes.join(" ")
+                    ))
+                    .with_remedy(
+                        "Gmail's scope for a service account is https://mail.google.com/ (leave scopes out of the account), and it must be among the scopes delegated to the service account's client ID.",
+                    ),
                 ),
                 (BasicErrorResponseType::InvalidGrant, Step::App) => (
                     Config,

@@ -344,3 +344,16 @@ fn a_certificate_the_app_was_not_registered_with_is_refused_as_invalid_client() 
     assert_exit(&o, 78);
     assert!(stderr(&o).contains("invalid_client"), "{}", stderr(&o));
 }
+
+#[test]
+fn the_daemon_serves_a_certificate_account_and_renews_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, jwks) = app_certificate(dir.path(), false);
+    let (env, app) = certificate_world("app-certdaemon", jwks, &files(&cert, &key));
+    let _daemon = env.serve();
+    let o = env.run(&["token", "app"]);
+    assert_exit(&o, 0);
+    assert_eq!(introspect(stdout(&o).trim())["email"], app.mailbox.as_str());
+    assert!(stdout(&env.run(&["status", "app"])).contains("answered by the daemon"));
+    assert_exit(&env.run(&["verify", "app", "--smtp"]), 0);
+}

@@ -188,3 +188,64 @@ fn a_clock_two_hours_fast_is_named_as_the_reason_from_the_servers_date() {
     );
     assert!(e.contains("timedatectl"), "{e}");
 }
+
+#[test]
+fn an_assertion_for_another_audience_is_refused_with_what_to_change() {
+    let key = new_key(true);
+    let env = sa_world(&unique_login("sa-aud"), &key, 0o600);
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    // token_url set: the assertion names it as its audience, which the server refuses.
+    env.write_config(&text.replace(
+        "scopes = [\"mail\"]\n",
+        &format!(
+            "scopes = [\"mail\"]\ntoken_url = \"{}/sa-token?x=1\"\n",
+            authserver::issuer()
+        ),
+    ));
+    let o = env.run(&["token", "sa"]);
+    assert_exit(&o, 78);
+    let e = stderr(&o);
+    assert!(e.contains("Failed audience check"), "{e}");
+    assert!(e.contains("leave token_url out"), "{e}");
+}
+
+#[test]
+fn a_scope_the_service_account_may_not_have_is_refused_with_gmails_scope() {
+    let key = new_key(true);
+    let env = sa_world(&unique_login("sa-scope"), &key, 0o600);
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    env.write_config(&text.replace("scopes = [\"mail\"]", "scopes = [\"calendar\"]"));
+    let o = env.run(&["token", "sa"]);
+    assert_exit(&o, 78);
+    let e = stderr(&o);
+    assert!(
+        e.contains("refused the scopes calendar (invalid_scope"),
+        "{e}"
+    );
+    assert!(e.contains("https://mail.google.com/"), "{e}");
+}
+
+#[test]
+fn the_daemon_serves_a_service_account_through_the_configs_proxy() {
+    let key = new_key(true);
+    let mailbox = unique_login("sa-daemon");
+    let env = sa_world(&mailbox, &key, 0o600);
+    let proxy = std::env::var("MAILTOKEN_TEST_PROXY").expect("MAILTOKEN_TEST_PROXY");
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    env.write_config(&format!("proxy = \"{proxy}\"\n{text}"));
+    let _daemon = env.serve();
+    let o = env.run(&["token", "sa"]);
+    assert_exit(&o, 0);
+    assert_eq!(introspect(stdout(&o).trim())["email"], mailbox.as_str());
+    let status = stdout(&env.run(&["status", "sa"]));
+    assert!(status.contains("answered by the daemon"), "{status}");
+    assert!(
+        status.contains(&format!("the HTTP proxy {proxy} (from the config)")),
+        "{status}"
+    );
+    let log = std::fs::read_to_string(std::env::var("MAILTOKEN_TEST_PROXY_LOG").unwrap()).unwrap();
+    assert!(
+        log.contains(&format!("POST {}/sa-token ", authserver::issuer())),
+        "not proxied"
+    );
+}
