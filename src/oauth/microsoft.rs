@@ -103,7 +103,7 @@ static TABLE: &[Row] = &[
         codes: &[700024],
         kind: Config,
         meaning: "the client assertion is not within its valid time range",
-        remedy: "This machine's clock is probably off: check it (timedatectl), then try again.",
+        remedy: "This machine's clock is probably off: check it (timedatectl), then run `mailtoken token {name}` again.",
     },
 ];
 

@@ -357,3 +357,22 @@ fn the_daemon_serves_a_certificate_account_and_renews_it() {
     assert!(stdout(&env.run(&["status", "app"])).contains("answered by the daemon"));
     assert_exit(&env.run(&["verify", "app", "--smtp"]), 0);
 }
+
+#[test]
+fn a_certificate_accounts_token_request_goes_through_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, jwks) = app_certificate(dir.path(), false);
+    let (env, app) = certificate_world("app-certproxy", jwks, &files(&cert, &key));
+    let proxy = std::env::var("MAILTOKEN_TEST_PROXY").expect("MAILTOKEN_TEST_PROXY");
+    let via = format!("{}/token?via={}", authserver::issuer(), app.client_id);
+    let text = std::fs::read_to_string(env.config_path()).unwrap().replace(
+        &format!("token_url = \"{}/token\"", authserver::issuer()),
+        &format!("token_url = \"{via}\""),
+    );
+    env.write_config(&format!("proxy = \"{proxy}\"\n{text}"));
+    let o = env.run(&["token", "app"]);
+    assert_exit(&o, 0);
+    assert_eq!(introspect(stdout(&o).trim())["email"], app.mailbox.as_str());
+    let log = std::fs::read_to_string(std::env::var("MAILTOKEN_TEST_PROXY_LOG").unwrap()).unwrap();
+    assert!(log.contains(&format!("POST {via} ")), "not proxied");
+}
