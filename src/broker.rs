@@ -169,9 +169,11 @@ impl Broker {
     /// Refreshes `rec` (the caller holds the account lock) and keeps the result.
     fn refresh_locked(&self, account: &Account, mut rec: TokenRecord) -> RefreshOutcome {
         let app_only = account.app_only();
+        // An app-only account asks with its own credentials even if an old record of a
+        // person's login still holds a refresh token.
         let rt = match rec.refresh_token.clone() {
+            _ if app_only => None,
             Some(rt) => Some(rt),
-            None if app_only => None,
             None => {
                 return Err(RefreshError::Failed(
                     FailureKind::NoRefreshToken,

@@ -44,8 +44,8 @@ pub struct TokenRecord {
     /// The last refresh failure, cleared by the next success.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<LastError>,
-    /// The access token comes from the app's own credentials (client credentials): it
-    /// is renewed by asking again, with no refresh token.
+    /// The access token comes from the app's own credentials (client credentials, a
+    /// service account): it is renewed by asking again, with no refresh token.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub app_only: bool,
 }

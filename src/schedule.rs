@@ -103,6 +103,14 @@ mod tests {
     }
 
     #[test]
+    fn an_app_only_record_is_scheduled_without_a_refresh_token() {
+        let mut r = rec(1000, 3600);
+        r.refresh_token = None;
+        r.app_only = true;
+        assert_eq!(refresh_at(&r, FIVE_MIN), Some(1000 + 3600 - 300));
+    }
+
+    #[test]
     fn no_refresh_token_or_no_expiry_means_no_schedule() {
         let mut r = rec(0, 3600);
         r.refresh_token = None;

@@ -15,7 +15,7 @@ pub struct Row {
     pub account: String,
     pub provider: Option<String>,
     pub user: String,
-    /// oauth | app (client credentials) | password
+    /// oauth | app (client credentials or a service account) | password
     pub kind: String,
     /// none | valid | expired | needs_login | error; app passwords: none | stored | error
     pub state: String,
@@ -285,7 +285,7 @@ fn render(r: &Row) -> String {
         line(
             &mut s,
             "grant",
-            "client credentials: the app asks for each token itself, no login and no refresh token",
+            "app-only: each token is asked for with the app's own credentials, no login and no refresh token",
         );
     } else if r.state != "none" && r.state != "error" {
         line(

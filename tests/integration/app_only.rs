@@ -107,7 +107,7 @@ fn the_daemon_serves_an_app_only_account_and_renews_it_ahead_of_expiry() {
     assert_ne!(stdout(&o), first);
     let status = stdout(&env.run(&["status", "app"]));
     assert!(
-        status.contains("grant:") && status.contains("client credentials"),
+        status.contains("grant:") && status.contains("app-only: each token is asked for"),
         "{status}"
     );
 }
