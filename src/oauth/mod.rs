@@ -832,6 +832,18 @@ fn classify(
                 ))
                 .with_remedy("Check the network and try again; `timeout` in the config sets the limit."),
             ),
+            // hyper-util's words when the proxy answers CONNECT with anything but 2xx.
+            HttpFault::Connect(e) if route.proxy.is_some() && e.contains("tunnel error") => (
+                Temporary,
+                Error::temp(format!(
+                    "{what} for {name}: {} refused to open a tunnel (CONNECT) to {}. The provider was not reached.{keep}",
+                    route.shown(),
+                    url.host_str().map_or(String::new(), |h| format!("{h}:{}", url.port_or_known_default().unwrap_or(443)))
+                ))
+                .with_remedy(
+                    "Ask the proxy's administrator to allow CONNECT to the token endpoint's host and port, or name another proxy (HTTPS_PROXY, or proxy in the config).",
+                ),
+            ),
             HttpFault::Connect(e) if route.proxy.is_some() => (
                 Temporary,
                 Error::temp(format!(

@@ -169,3 +169,60 @@ fn an_app_only_token_comes_through_the_proxy_too() {
         stdout(&o)
     );
 }
+
+/// A seeded account whose token endpoint is the FAKE https one, trusted through the
+/// test CA.
+fn https_world(endpoint: &common::fake::FakeEndpoint) -> Env {
+    let env = common::fake::seeded(&endpoint.url, "10s");
+    let text = std::fs::read_to_string(env.config_path()).unwrap();
+    env.write_config(&format!(
+        "{text}ca_file = \"{}\"\n",
+        common::mailserver::mailserver().ca.display()
+    ));
+    env
+}
+
+#[test]
+fn an_https_token_endpoint_is_reached_through_the_proxys_connect_tunnel() {
+    let endpoint = common::fake::https_token_endpoint(
+        r#"{"access_token":"through-the-tunnel","token_type":"Bearer","expires_in":3600}"#,
+    );
+    let env = https_world(&endpoint);
+    let o = env
+        .cmd()
+        .args(["token", "f"])
+        .env("HTTPS_PROXY", proxy())
+        .output()
+        .unwrap();
+    assert_exit(&o, 0);
+    assert_eq!(stdout(&o), "through-the-tunnel\n");
+    let port = url::Url::parse(&endpoint.url).unwrap().port().unwrap();
+    let log = std::fs::read_to_string(std::env::var("MAILTOKEN_TEST_PROXY_LOG").unwrap()).unwrap();
+    assert!(
+        log.contains(&format!("CONNECT 127.0.0.1:{port} ")),
+        "no CONNECT in the proxy's log"
+    );
+}
+
+#[test]
+fn a_proxy_that_refuses_the_tunnel_is_named_with_exit_75() {
+    let endpoint =
+        common::fake::https_token_endpoint(r#"{"access_token":"x","token_type":"Bearer"}"#);
+    let env = https_world(&endpoint);
+    let refusing = common::fake::refusing_proxy();
+    let o = env
+        .cmd()
+        .args(["token", "f"])
+        .env("HTTPS_PROXY", &refusing)
+        .output()
+        .unwrap();
+    assert_exit(&o, 75);
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!("the HTTP proxy {refusing} (from HTTPS_PROXY)")),
+        "{e}"
+    );
+    assert!(e.contains("refused"), "{e}");
+    assert!(e.contains("The provider was not reached"), "{e}");
+    assert_eq!(endpoint.requests(), 0);
+}
