@@ -82,6 +82,13 @@ pub enum Command {
     SetPassword { account: String },
     /// Print the stored app password of an account on stdout.
     Password { account: String },
+    /// Print the password of the account's local relay (made on first use), for the
+    /// programs that log in to the relay; --rotate makes a new one.
+    RelayPassword {
+        account: String,
+        #[arg(long)]
+        rotate: bool,
+    },
     /// Log in to the account's IMAP, POP3 and SMTP servers for real, and explain what
     /// is wrong when a server refuses.
     Verify {

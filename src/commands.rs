@@ -96,6 +96,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Providers { name } => providers_cmd(name.as_deref()),
         Command::SetPassword { account } => set_password(&account),
         Command::Password { account } => password(&account),
+        Command::RelayPassword { account, rotate } => relay_password(&account, rotate),
         Command::Serve { allow_group } => crate::daemon::serve(allow_group.as_deref()),
         Command::GitCredential { operation } => crate::gitcred::run(&operation),
         Command::Completions { shell } => {
@@ -142,6 +143,19 @@ fn login(account: &str, opts: &LoginOptions) -> Result<()> {
         account: account.to_owned(),
     });
     result
+}
+
+/// `mailtoken relay-password ACCOUNT [--rotate]`.
+fn relay_password(account: &str, rotate: bool) -> Result<()> {
+    let config = Config::load_default()?;
+    let acct = config.account(account)?;
+    if acct.relay.as_ref().is_none_or(|r| r.smtp.is_none()) {
+        return Err(Error::usage(format!("account {account} has no relay")).with_remedy(format!(
+            "Add one to the config: [accounts.{account}.relay] with smtp = \"127.0.0.1:2587\"; `mailtoken serve` runs it."
+        )));
+    }
+    let p = crate::relay::password::get_or_make(account, rotate)?;
+    print_stdout(&format!("{}\n", p.expose()))
 }
 
 fn verify_cmd(account: &str, opts: verify::Options, json: bool) -> Result<()> {

@@ -27,6 +27,7 @@ pub mod providers;
 pub mod proxy;
 pub mod qr;
 pub mod record;
+pub mod relay;
 pub mod sasl;
 pub mod schedule;
 pub mod secret;

@@ -30,6 +30,8 @@ pub struct Account {
     /// The config's proxy for token requests (the account's, else the top level's);
     /// `None`: the environment decides.
     pub proxy: Option<crate::proxy::Setting>,
+    /// Local relays `mailtoken serve` runs for the account.
+    pub relay: Option<crate::relay::Relay>,
 }
 
 #[derive(Debug, Clone)]

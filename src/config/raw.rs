@@ -56,6 +56,16 @@ pub(super) struct RawAccount {
     pub(super) ca_file: Option<PathBuf>,
     /// The HTTP proxy for this account's token requests; wins over the top level's.
     pub(super) proxy: Option<Spanned<String>>,
+    /// Local relays for programs that know no OAuth (`[accounts.NAME.relay]`).
+    pub(super) relay: Option<RawRelay>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRelay {
+    pub(super) smtp: Option<Spanned<String>>,
+    /// "password" (the default: the relay password) or "none".
+    pub(super) auth: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

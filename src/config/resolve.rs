@@ -91,7 +91,9 @@ pub(super) fn resolve(
         Some(p) => Some(super::source::proxy_setting(src, p)?),
         None => top_proxy.cloned(),
     };
+    let relay = a.relay.as_ref().map(|r| relay(src, r)).transpose()?;
     Ok(Account {
+        relay,
         proxy,
         imap,
         pop,
@@ -109,4 +111,36 @@ fn valid_account_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._@+-".contains(c))
+}
+
+/// `[accounts.NAME.relay]`: the listening addresses (loopback or unix sockets only) and
+/// who may log in.
+fn relay(src: &Source, r: &super::raw::RawRelay) -> Result<crate::relay::Relay> {
+    use crate::relay::{Access, Listen, Relay};
+    let smtp = r
+        .smtp
+        .as_ref()
+        .map(|s| {
+            Listen::parse(s.get_ref()).map_err(|why| {
+                src.error(
+                    Some(s.span()),
+                    &format!("relay smtp: {why}"),
+                    Some("Use smtp = \"127.0.0.1:2587\" or a socket path such as \"/run/mailtoken/smtp\".".into()),
+                )
+            })
+        })
+        .transpose()?;
+    let access = match r.auth.as_ref().map(|a| a.get_ref().as_str()) {
+        None | Some("password") => Access::Password,
+        Some("none") => Access::Anyone,
+        Some(other) => {
+            let span = r.auth.as_ref().map(|a| a.span());
+            return Err(src.error(
+                span,
+                &format!("relay auth `{other}` is not one of password, none"),
+                Some("auth = \"password\" (the relay password, `mailtoken relay-password ACCOUNT`) or \"none\" (anyone on this machine).".into()),
+            ));
+        }
+    };
+    Ok(Relay { smtp, access })
 }

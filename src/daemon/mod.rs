@@ -14,6 +14,7 @@ mod accounts;
 mod connection;
 mod peer;
 mod refresher;
+mod relays;
 mod reload;
 pub mod socket;
 pub mod timer;
@@ -54,6 +55,7 @@ async fn run(broker: Broker, allow_gid: Option<u32>) -> Result<()> {
             refresher::spawn(&daemon, &slot);
         }
     }
+    relays::start(&daemon).await?;
     let listener = socket.listener()?;
     socket::notify_ready();
     eprintln!(

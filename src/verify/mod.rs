@@ -25,9 +25,12 @@ use crate::server::{Proto, Tls, default_port};
 use crate::state::RefreshError;
 use diagnosis::diagnose;
 use serde::Serialize;
-use session::{Attempt, Credential, Outcome, Target, TestMessage};
+use session::{Attempt, Outcome, TestMessage};
+pub use session::{Credential, Target};
+pub use session::{SignedIn, smtp_sign_in};
 use std::fmt::Write as _;
 use std::time::Duration;
+pub use transport::Stream;
 pub use wire::Mechanism;
 
 /// What to check, from the command line.

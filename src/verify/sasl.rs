@@ -39,7 +39,7 @@ impl Session<'_> {
         mut step: F,
     ) -> Step<SaslEnd>
     where
-        F: FnMut(&mut Self) -> Pin<Box<dyn Future<Output = Step<SaslStep>> + '_>>,
+        F: FnMut(&mut Self) -> Pin<Box<dyn Future<Output = Step<SaslStep>> + Send + '_>>,
     {
         // What to send for each server challenge, in order; after them, a challenge
         // means failure and gets the mechanism's "I give up" answer.

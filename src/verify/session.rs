@@ -57,6 +57,8 @@ pub async fn check(
         offered: Vec::new(),
         mechanism: None,
         message: target.message.as_ref(),
+        keep_open: false,
+        extensions: Vec::new(),
     };
     let result = match target.proto {
         Proto::Imap => s.imap(cred, forced).await,
@@ -83,6 +85,53 @@ pub(super) struct Session<'a> {
     pub(super) mechanism: Option<Mechanism>,
     /// SMTP only: submit this after signing in, instead of the NOOP.
     pub(super) message: Option<&'a TestMessage>,
+    /// SMTP only: stop once signed in and leave the connection open (a relay's).
+    pub(super) keep_open: bool,
+    /// SMTP: the server's last EHLO answer, its lines' texts after the first.
+    pub(super) extensions: Vec<String>,
+}
+
+/// A signed-in SMTP session, handed over to a relay: the connection with whatever the
+/// server sent that was not read yet, and its EHLO extensions (`SIZE 35882577`, ...).
+pub struct SignedIn {
+    pub io: tokio::io::BufReader<super::transport::Stream>,
+    pub extensions: Vec<String>,
+}
+
+/// Signs in to the SMTP server `target` as a mail program would, with the same
+/// dialogue `verify` runs, and keeps the session: `Ok` with it, or `Err` with what a
+/// check would have reported.
+pub async fn smtp_sign_in(
+    target: &Target,
+    tls: &Arc<rustls::ClientConfig>,
+    cred: &Credential<'_>,
+    limit: Duration,
+) -> Result<SignedIn, Attempt> {
+    let mut s = Session {
+        target,
+        conn: Connection::new(target, tls, limit),
+        offered: Vec::new(),
+        mechanism: None,
+        message: None,
+        keep_open: true,
+        extensions: Vec::new(),
+    };
+    let outcome = match s.smtp(cred, None).await {
+        Ok(o) | Err(o) => o,
+    };
+    match (&outcome, s.conn.take_io()) {
+        (Outcome::Accepted { .. }, Some(io)) => Ok(SignedIn {
+            io,
+            extensions: s.extensions,
+        }),
+        _ => Err(Attempt {
+            tls_version: s.conn.tls_version,
+            offered: s.offered,
+            mechanism: s.mechanism,
+            outcome,
+            transcript: s.conn.transcript,
+        }),
+    }
 }
 
 impl Session<'_> {

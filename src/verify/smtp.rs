@@ -74,6 +74,9 @@ impl Session<'_> {
                 challenge: end.challenge,
             });
         }
+        if self.keep_open {
+            return Ok(Outcome::Accepted { reply: end.text });
+        }
         let follow_up = match self.message {
             Some(m) => self.submit(m).await?,
             None => match self.smtp_command("NOOP").await? {
@@ -145,6 +148,7 @@ impl Session<'_> {
             }
             lines.push(r.text.to_owned());
             if !r.more {
+                self.extensions = lines.iter().skip(1).cloned().collect();
                 return Ok(wire::ehlo(&lines));
             }
         }

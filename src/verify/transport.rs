@@ -114,6 +114,12 @@ impl<'a> Connection<'a> {
         Ok(())
     }
 
+    /// The open connection, with whatever the server sent that was not read yet: for a
+    /// relay that signed in and now passes bytes through.
+    pub(super) fn take_io(&mut self) -> Option<BufReader<Stream>> {
+        self.io.take()
+    }
+
     /// Sends `line`; the transcript gets `shown`, which hides what `line` must not show.
     pub(super) async fn send(&mut self, line: &str, shown: &str) -> Step<()> {
         self.transcript.push(format!("C: {shown}"));
@@ -301,7 +307,8 @@ async fn read_line(io: &mut BufReader<Stream>) -> io::Result<Option<String>> {
 }
 
 /// A TCP connection, plain or TLS.
-enum Stream {
+/// The byte stream under a connection: plain TCP, or TLS on it.
+pub enum Stream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }

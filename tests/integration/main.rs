@@ -23,6 +23,7 @@ mod mail_programs;
 mod mailserver_selftest;
 mod provider_replies;
 mod proxy;
+mod relay;
 mod service_account;
 mod store_crash;
 mod store_refusal;

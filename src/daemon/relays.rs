@@ -1,0 +1,72 @@
+//! The accounts' relays (`[accounts.NAME.relay]`), listening from the daemon's start:
+//! each connection is served by `relay::smtp` with credentials from the daemon's
+//! memory, like any `token` request.
+
+use super::accounts::{Daemon, FromMemory};
+use crate::credential::{self, Request};
+use crate::error::{Error, Result};
+use crate::relay::{self, Listen};
+use std::sync::Arc;
+
+/// Binds every relay of the config, or says which cannot be bound.
+pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
+    let config = daemon.broker().config.clone();
+    for account in config.accounts.values() {
+        let Some(r) = &account.relay else { continue };
+        let Some(listen) = &r.smtp else { continue };
+        let d = daemon.clone();
+        let credential: relay::smtp::CredentialFn = Arc::new(move |a| {
+            let d = d.clone();
+            Box::pin(async move {
+                credential::answer(&FromMemory(&d), &a, &Request::new(a.name.clone())).await
+            })
+        });
+        let relay = Arc::new(relay::smtp::Relay {
+            account: account.clone(),
+            access: r.access.clone(),
+            credential,
+        });
+        let cannot = |e: std::io::Error| {
+            Error::unavailable(format!(
+                "cannot listen on {listen} for the SMTP relay of {}: {e}",
+                account.name
+            ))
+            .with_remedy("Choose another address in [accounts.NAME.relay], or stop what uses it.")
+        };
+        match listen {
+            Listen::Tcp(addr) => {
+                let l = tokio::net::TcpListener::bind(addr).await.map_err(cannot)?;
+                tokio::spawn(async move {
+                    loop {
+                        let Ok((s, _)) = l.accept().await else {
+                            continue;
+                        };
+                        tokio::spawn(relay::smtp::serve(relay.clone(), s));
+                    }
+                });
+            }
+            Listen::Unix(path) => {
+                let _ = std::fs::remove_file(path);
+                let l = tokio::net::UnixListener::bind(path).map_err(cannot)?;
+                tokio::spawn(async move {
+                    loop {
+                        let Ok((s, _)) = l.accept().await else {
+                            continue;
+                        };
+                        tokio::spawn(relay::smtp::serve(relay.clone(), s));
+                    }
+                });
+            }
+        }
+        eprintln!(
+            "mailtoken: SMTP relay of {} on {listen}{}",
+            account.name,
+            if r.access == relay::Access::Anyone {
+                " (no login: anyone on this machine may send as the account)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
