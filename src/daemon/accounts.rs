@@ -228,6 +228,20 @@ impl Daemon {
         }
     }
 
+    /// A server refused `rejected` (the relay's upstream sign-in): refresh it unless it
+    /// was replaced meanwhile, as `verify` does. The next request gets the new one.
+    pub async fn renew_rejected(&self, account: &Account, rejected: &str) {
+        let Ok(slot) = self.slot(&account.name) else {
+            return;
+        };
+        let current = lock(&slot.state)
+            .record()
+            .and_then(|r| r.access_token.as_ref().map(|t| t.expose() == rejected));
+        if current == Some(true) {
+            self.refresh(&slot, account).await;
+        }
+    }
+
     /// Saves tokens the store refused before.
     pub async fn save(&self, slot: &Slot, account: &Account) {
         let Some(rec) = lock(&slot.state).record().cloned() else {

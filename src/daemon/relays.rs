@@ -21,10 +21,16 @@ pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
                 credential::answer(&FromMemory(&d), &a, &Request::new(a.name.clone())).await
             })
         });
+        let d = daemon.clone();
+        let renew: relay::smtp::RenewFn = Arc::new(move |a, rejected| {
+            let d = d.clone();
+            Box::pin(async move { d.renew_rejected(&a, &rejected).await })
+        });
         let relay = Arc::new(relay::smtp::Relay {
             account: account.clone(),
             access: r.access.clone(),
             credential,
+            renew,
         });
         let cannot = |e: std::io::Error| {
             Error::unavailable(format!(

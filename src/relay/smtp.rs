@@ -24,6 +24,13 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader
 pub type CredentialFn =
     Arc<dyn Fn(Account) -> Pin<Box<dyn Future<Output = Result<Credential>> + Send>> + Send + Sync>;
 
+/// Tells the daemon a server refused this token: refresh it (once, as `verify` does).
+pub type RenewFn = Arc<
+    dyn Fn(Account, zeroize::Zeroizing<String>) -> Pin<Box<dyn Future<Output = ()> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// A line longer than this before the session is handed over is refused (RFC 5321
 /// §4.5.3.1.4 allows 512 octets for a command line; AUTH PLAIN's line is longer).
 const MAX_LINE: usize = 4096;
@@ -38,6 +45,7 @@ pub struct Relay {
     pub account: Account,
     pub access: Access,
     pub credential: CredentialFn,
+    pub renew: RenewFn,
 }
 
 /// One client, from greeting to the end of its session.
@@ -142,30 +150,58 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, 
     }
 }
 
-/// The real server, signed in with the account's credential; `Err` is the reply the
-/// client gets instead (a temporary failure, or a permanent one when only a login helps).
+/// The real server, signed in with the account's credential; a token it calls bad
+/// is refreshed once and tried again before the client hears anything. `Err` is the
+/// reply the client gets instead.
 async fn sign_in(relay: &Relay) -> std::result::Result<SignedIn, String> {
+    match sign_in_once(relay).await {
+        Err(Failure::TokenRejected(token, _)) => {
+            (relay.renew)(relay.account.clone(), token).await;
+            sign_in_once(relay).await.map_err(Failure::reply)
+        }
+        other => other.map_err(Failure::reply),
+    }
+}
+
+enum Failure {
+    /// The server refused this token as bad: worth one refresh.
+    TokenRejected(zeroize::Zeroizing<String>, String),
+    Other(String),
+}
+
+impl Failure {
+    fn reply(self) -> String {
+        match self {
+            Failure::TokenRejected(_, r) | Failure::Other(r) => r,
+        }
+    }
+}
+
+async fn sign_in_once(relay: &Relay) -> std::result::Result<SignedIn, Failure> {
     let a = &relay.account;
     let Some(server) = a.smtp.as_ref() else {
-        return Err("554 5.3.5 the account has no smtp server in the config\r\n".into());
+        return Err(Failure::Other(
+            "554 5.3.5 the account has no smtp server in the config\r\n".into(),
+        ));
     };
     let cred = (relay.credential)(a.clone()).await.map_err(|e| {
+        // As a greeting: 554 is "no service here" (RFC 5321 §3.1), 421 "not now".
         let code = if e.code == crate::error::ExitCode::NoPerm {
-            "535 5.7.8"
+            "554 5.7.0"
         } else {
-            "454 4.7.0"
+            "421 4.7.0"
         };
         let remedy = e
             .remedy
             .as_deref()
             .map(|r| format!(" {r}"))
             .unwrap_or_default();
-        format!(
+        Failure::Other(format!(
             "{} {}: {}{remedy}\r\n",
             &code[..3],
             &code[4..],
             one_line(&e.message)
-        )
+        ))
     })?;
     let target = Target {
         proto: crate::server::Proto::Smtp,
@@ -174,8 +210,9 @@ async fn sign_in(relay: &Relay) -> std::result::Result<SignedIn, String> {
         tls: server.tls,
         message: None,
     };
-    let tls = crate::tls::client_config(a.ca_file.as_deref())
-        .map_err(|e| format!("454 4.7.0 TLS setup: {}\r\n", one_line(&e.message)))?;
+    let tls = crate::tls::client_config(a.ca_file.as_deref()).map_err(|e| {
+        Failure::Other(format!("454 4.7.0 TLS setup: {}\r\n", one_line(&e.message)))
+    })?;
     let c = if a.uses_app_password() {
         verify::Credential::Password {
             user: &a.user,
@@ -206,12 +243,20 @@ async fn sign_in(relay: &Relay) -> std::result::Result<SignedIn, String> {
                 }
                 O::FollowUpFailed { reply } | O::Accepted { reply } => reply.clone(),
             };
-            format!(
+            let reply = format!(
                 "421 4.4.0 the relay cannot sign in to {}:{}: {}\r\n",
                 target.host,
                 target.port,
                 one_line(&what)
-            )
+            );
+            match &attempt.outcome {
+                O::Rejected {
+                    challenge: Some(c), ..
+                } if c.token_rejected() && !a.uses_app_password() => {
+                    Failure::TokenRejected(cred.secret.clone(), reply)
+                }
+                _ => Failure::Other(reply),
+            }
         })
 }
 

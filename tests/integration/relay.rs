@@ -166,3 +166,101 @@ fn a_relay_on_a_non_loopback_address_is_refused_where_the_config_says_it() {
         "{e}"
     );
 }
+
+/// Python's smtplib connecting to the relay: the greeting's code and text, or 220.
+fn python_greeting(port: u16) -> (i64, String) {
+    let script = format!(
+        r#"
+import smtplib
+try:
+    s = smtplib.SMTP("127.0.0.1", {port}, timeout=20)
+    print(220)
+    print("ok")
+    s.quit()
+except smtplib.SMTPConnectError as e:
+    print(e.smtp_code)
+    print(e.smtp_error.decode())
+"#
+    );
+    let o = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    let code = lines.next().and_then(|l| l.parse().ok()).unwrap_or(-1);
+    (code, lines.collect::<Vec<_>>().join("\n"))
+}
+
+#[test]
+fn a_real_server_that_is_down_gives_the_client_a_temporary_failure() {
+    let port = free_port();
+    let dead = free_port();
+    let login = unique_login("relay-down");
+    let acct = account_toml("r", &login, Client::Native)
+        + &format!(
+            "smtp = {{ host = \"127.0.0.1\", port = {dead}, tls = \"starttls\" }}\n\
+             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n"
+        );
+    let env = Env::with_file_store(&acct);
+    assert_exit(&env.login("r", &login), 0);
+    let _daemon = env.serve();
+    let (code, text) = python_greeting(port);
+    assert_eq!(code, 421, "{text}");
+    assert!(
+        text.contains(&format!("cannot sign in to 127.0.0.1:{dead}")),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_account_that_needs_a_login_gives_a_permanent_refusal_that_says_so() {
+    let port = free_port();
+    let login = unique_login("relay-nologin");
+    let acct = account_toml("r", &login, Client::Native)
+        + &format!(
+            "smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
+             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
+            mailserver().submission_port
+        );
+    let env = Env::with_file_store(&acct);
+    let _daemon = env.serve();
+    let (code, text) = python_greeting(port);
+    assert_eq!(code, 554, "{text}");
+    assert!(text.contains("mailtoken login r"), "{text}");
+}
+
+#[test]
+fn a_token_the_server_refuses_is_refreshed_once_and_the_message_still_goes_out() {
+    let m = mailserver();
+    let login = unique_login("relay-refresh");
+    let port = free_port();
+    let acct = account_toml("r", &login, Client::NativeShort)
+        + &format!(
+            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
+             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
+            m.ca.display(),
+            m.submission_port
+        );
+    let env = Env::with_file_store(&acct);
+    assert_exit(&env.login("r", &login), 0);
+    // The token dies at the server (6 s lifetime) while the record still calls it
+    // valid for an hour: the daemon hands it to the relay, and the server refuses it.
+    std::thread::sleep(Duration::from_secs(7));
+    let dead = env.stored("r")["access_token"].as_str().unwrap().to_owned();
+    env.edit_stored("r", |r| r["expires_at"] = (now() + 3600).into());
+    let _daemon = env.serve();
+    let pw = relay_password(&env);
+    let subject = format!("relay after a refused token {login}");
+    let o = msmtp_through(&env, port, &login, Some(&pw), &subject);
+    assert!(o.status.success(), "msmtp: {}", stderr(&o));
+    assert!(
+        m.wait_for_message(&subject, Duration::from_secs(10))
+            .is_some()
+    );
+    assert_ne!(
+        env.stored("r")["access_token"].as_str().unwrap(),
+        dead,
+        "refreshed"
+    );
+}
