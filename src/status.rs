@@ -55,6 +55,9 @@ pub struct Row {
     /// ...and how: `direct ...` or `the HTTP proxy URL (from SOURCE)`, never credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxy: Option<String>,
+    /// The account's relays and who may use them; a relay without a login says so.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<String>,
     /// OAuth: whether `login --device` can be used, and if not, why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_login: Option<String>,
@@ -84,6 +87,7 @@ impl Row {
             login_pending: false,
             store: store.to_owned(),
             tenant: None,
+            relays: relays(a),
             token_endpoint: None,
             proxy: None,
             redirect: None,
@@ -192,6 +196,27 @@ impl Row {
         self.logged_in_at = (r.logged_in_at > 0).then_some(r.logged_in_at);
         self.refreshed_at = r.refreshed_at;
     }
+}
+
+/// `SMTP relay on 127.0.0.1:2587, login with the relay password`, or the warning for
+/// one anyone on the machine may use.
+fn relays(a: &Account) -> Vec<String> {
+    let Some(r) = &a.relay else {
+        return Vec::new();
+    };
+    r.smtp
+        .iter()
+        .map(|l| match r.access {
+            crate::relay::Access::Password => format!(
+                "SMTP on {l}, login {} with the relay password (`mailtoken relay-password {}`)",
+                a.user, a.name
+            ),
+            crate::relay::Access::Anyone => format!(
+                "SMTP on {l}, WITHOUT a login: anyone on this machine can send as {}",
+                a.user
+            ),
+        })
+        .collect()
 }
 
 /// The rows as `status` prints them: text for people, or JSON.
@@ -334,6 +359,9 @@ fn render(r: &Row) -> String {
     }
     if let Some(d) = &r.device_login {
         line(&mut s, "device login", d);
+    }
+    for relay in &r.relays {
+        line(&mut s, "relay", relay);
     }
     line(&mut s, "store", &store);
     s

@@ -91,6 +91,13 @@ fn msmtp_with_a_plain_login_sends_through_the_relay_with_oauth_upstream() {
 #[test]
 fn msmtp_without_a_login_sends_through_a_relay_that_needs_none() {
     let (env, login, port, _daemon) = relay_world("relay-open", "none");
+    let status = stdout(&env.run(&["status", "r"]));
+    assert!(
+        status.contains(&format!(
+            "SMTP on 127.0.0.1:{port}, WITHOUT a login: anyone on this machine can send as {login}"
+        )),
+        "{status}"
+    );
     let subject = format!("relay open {login}");
     let o = msmtp_through(&env, port, &login, None, &subject);
     assert!(o.status.success(), "msmtp: {}", stderr(&o));
