@@ -15,18 +15,18 @@ pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
         let Some(r) = &account.relay else { continue };
         let Some(listen) = &r.smtp else { continue };
         let d = daemon.clone();
-        let credential: relay::smtp::CredentialFn = Arc::new(move |a| {
+        let credential: relay::upstream::CredentialFn = Arc::new(move |a| {
             let d = d.clone();
             Box::pin(async move {
                 credential::answer(&FromMemory(&d), &a, &Request::new(a.name.clone())).await
             })
         });
         let d = daemon.clone();
-        let renew: relay::smtp::RenewFn = Arc::new(move |a, rejected| {
+        let renew: relay::upstream::RenewFn = Arc::new(move |a, rejected| {
             let d = d.clone();
             Box::pin(async move { d.renew_rejected(&a, &rejected).await })
         });
-        let relay = Arc::new(relay::smtp::Relay {
+        let relay = Arc::new(relay::upstream::Relay {
             account: account.clone(),
             access: r.access.clone(),
             credential,

@@ -6,5 +6,6 @@
 pub mod config;
 pub mod password;
 pub mod smtp;
+pub mod upstream;
 
 pub use config::{Access, Listen, Relay};

@@ -8,45 +8,16 @@
 //! reply is the real server's.
 
 use super::config::Access;
-use crate::config::Account;
-use crate::credential::Credential;
-use crate::error::Result;
-use crate::verify::{self, SignedIn, Target};
+use super::upstream::{self, FAILED_LOGIN_DELAY, LineError, Relay, login_ok, read_line, say};
+use crate::server::Proto;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
-/// Where the relay gets the account's credential from (the daemon's memory).
-pub type CredentialFn =
-    Arc<dyn Fn(Account) -> Pin<Box<dyn Future<Output = Result<Credential>> + Send>> + Send + Sync>;
-
-/// Tells the daemon a server refused this token: refresh it (once, as `verify` does).
-pub type RenewFn = Arc<
-    dyn Fn(Account, zeroize::Zeroizing<String>) -> Pin<Box<dyn Future<Output = ()> + Send>>
-        + Send
-        + Sync,
->;
-
-/// A line longer than this before the session is handed over is refused (RFC 5321
-/// §4.5.3.1.4 allows 512 octets for a command line; AUTH PLAIN's line is longer).
-const MAX_LINE: usize = 4096;
 /// How long a client may stay silent before the hand-over.
 const IDLE: Duration = Duration::from_secs(300);
-/// Wrong local logins are answered after this delay, and the third one ends the session.
-const FAILED_LOGIN_DELAY: Duration = Duration::from_secs(1);
-/// For the upstream server: connecting, TLS, each reply.
-const UPSTREAM_LIMIT: Duration = Duration::from_secs(30);
-
-pub struct Relay {
-    pub account: Account,
-    pub access: Access,
-    pub credential: CredentialFn,
-    pub renew: RenewFn,
-}
 
 /// One client, from greeting to the end of its session.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, stream: S) {
@@ -54,11 +25,17 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, 
     let name = &relay.account.name;
     // The real server first: its extensions are what the client is told, and a client
     // should hear at once when the relay cannot get through.
-    let upstream = match sign_in(&relay).await {
+    let upstream = match upstream::sign_in(&relay, Proto::Smtp).await {
         Ok(u) => u,
-        Err(reply) => {
-            eprintln!("mailtoken: relay {name}: {}", reply.trim_end());
-            let _ = client.get_mut().write_all(reply.as_bytes()).await;
+        Err(r) => {
+            eprintln!("mailtoken: SMTP relay of {name}: {}", r.text);
+            // As a greeting: 554 is "no service here" (RFC 5321 §3.1), 421 "not now".
+            let code = if r.permanent {
+                "554 5.7.0"
+            } else {
+                "421 4.4.0"
+            };
+            let _ = say(&mut client, &format!("{code} {}", r.text)).await;
             return;
         }
     };
@@ -138,7 +115,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, 
             }
             "MAIL" | "VRFY" | "EXPN" => {
                 // The hand-over: this command and all after it go to the real server.
-                splice(client, upstream, &line).await;
+                upstream::splice(client, upstream, format!("{line}\r\n").as_bytes()).await;
                 return;
             }
             "RCPT" | "DATA" | "BDAT" => "503 5.5.1 MAIL first".into(),
@@ -148,116 +125,6 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, 
             return;
         }
     }
-}
-
-/// The real server, signed in with the account's credential; a token it calls bad
-/// is refreshed once and tried again before the client hears anything. `Err` is the
-/// reply the client gets instead.
-async fn sign_in(relay: &Relay) -> std::result::Result<SignedIn, String> {
-    match sign_in_once(relay).await {
-        Err(Failure::TokenRejected(token, _)) => {
-            (relay.renew)(relay.account.clone(), token).await;
-            sign_in_once(relay).await.map_err(Failure::reply)
-        }
-        other => other.map_err(Failure::reply),
-    }
-}
-
-enum Failure {
-    /// The server refused this token as bad: worth one refresh.
-    TokenRejected(zeroize::Zeroizing<String>, String),
-    Other(String),
-}
-
-impl Failure {
-    fn reply(self) -> String {
-        match self {
-            Failure::TokenRejected(_, r) | Failure::Other(r) => r,
-        }
-    }
-}
-
-async fn sign_in_once(relay: &Relay) -> std::result::Result<SignedIn, Failure> {
-    let a = &relay.account;
-    let Some(server) = a.smtp.as_ref() else {
-        return Err(Failure::Other(
-            "554 5.3.5 the account has no smtp server in the config\r\n".into(),
-        ));
-    };
-    let cred = (relay.credential)(a.clone()).await.map_err(|e| {
-        // As a greeting: 554 is "no service here" (RFC 5321 §3.1), 421 "not now".
-        let code = if e.code == crate::error::ExitCode::NoPerm {
-            "554 5.7.0"
-        } else {
-            "421 4.7.0"
-        };
-        let remedy = e
-            .remedy
-            .as_deref()
-            .map(|r| format!(" {r}"))
-            .unwrap_or_default();
-        Failure::Other(format!(
-            "{} {}: {}{remedy}\r\n",
-            &code[..3],
-            &code[4..],
-            one_line(&e.message)
-        ))
-    })?;
-    let target = Target {
-        proto: crate::server::Proto::Smtp,
-        host: server.host.to_string(),
-        port: server.port,
-        tls: server.tls,
-        message: None,
-    };
-    let tls = crate::tls::client_config(a.ca_file.as_deref()).map_err(|e| {
-        Failure::Other(format!("454 4.7.0 TLS setup: {}\r\n", one_line(&e.message)))
-    })?;
-    let c = if a.uses_app_password() {
-        verify::Credential::Password {
-            user: &a.user,
-            password: cred.secret.as_str(),
-        }
-    } else {
-        verify::Credential::OAuth {
-            user: &a.user,
-            token: cred.secret.as_str(),
-        }
-    };
-    verify::smtp_sign_in(&target, &tls, &c, UPSTREAM_LIMIT)
-        .await
-        .map_err(|attempt| {
-            use verify::session::Outcome as O;
-            let what = match &attempt.outcome {
-                O::Rejected { reply, .. } => {
-                    format!("the server refused the account's credential: {reply}")
-                }
-                O::Unreachable { why }
-                | O::Certificate { why }
-                | O::Protocol { why }
-                | O::NoMechanism { why } => why.clone(),
-                O::Timeout { during } => format!("no answer while {during}"),
-                O::NoStarttls => "the server does not offer STARTTLS".into(),
-                O::WrongTls { .. } => {
-                    "the port speaks the other TLS mode than the account says".into()
-                }
-                O::FollowUpFailed { reply } | O::Accepted { reply } => reply.clone(),
-            };
-            let reply = format!(
-                "421 4.4.0 the relay cannot sign in to {}:{}: {}\r\n",
-                target.host,
-                target.port,
-                one_line(&what)
-            );
-            match &attempt.outcome {
-                O::Rejected {
-                    challenge: Some(c), ..
-                } if c.token_rejected() && !a.uses_app_password() => {
-                    Failure::TokenRejected(cred.secret.clone(), reply)
-                }
-                _ => Failure::Other(reply),
-            }
-        })
 }
 
 /// AUTH PLAIN (with or without an initial response) or AUTH LOGIN against the relay
@@ -308,78 +175,5 @@ async fn local_login<S: AsyncRead + AsyncWrite + Unpin>(
         }
         _ => return Some(false),
     };
-    let a = &relay.account;
-    let who = user == a.user || user == a.name;
-    let right = super::password::matches(&a.name, &pass).unwrap_or(false);
-    Some(who && right)
-}
-
-/// Forwards `first` and then every byte both ways until either side closes.
-async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
-    client: BufReader<S>,
-    upstream: SignedIn,
-    first: &str,
-) {
-    let mut up = upstream.io;
-    // What the client sent after `first` (pipelined commands) is in its buffer.
-    let pending = client.buffer().to_vec();
-    let mut client = client.into_inner();
-    let head = format!("{first}\r\n");
-    if up.get_mut().write_all(head.as_bytes()).await.is_err()
-        || up.get_mut().write_all(&pending).await.is_err()
-    {
-        return;
-    }
-    let early = up.buffer().to_vec();
-    let mut up = up.into_inner();
-    if !early.is_empty() && client.write_all(&early).await.is_err() {
-        return;
-    }
-    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
-}
-
-async fn say<S: AsyncRead + AsyncWrite + Unpin>(
-    client: &mut BufReader<S>,
-    reply: &str,
-) -> std::io::Result<()> {
-    let w = client.get_mut();
-    w.write_all(reply.as_bytes()).await?;
-    w.write_all(b"\r\n").await?;
-    w.flush().await
-}
-
-enum LineError {
-    Closed,
-    TooLong,
-}
-
-/// One line from the client (without CR LF), bounded by `MAX_LINE`.
-async fn read_line<S: AsyncRead + Unpin>(
-    r: &mut BufReader<S>,
-) -> std::result::Result<String, LineError> {
-    let mut buf = Vec::new();
-    loop {
-        let avail = r.fill_buf().await.map_err(|_| LineError::Closed)?;
-        if avail.is_empty() {
-            return Err(LineError::Closed);
-        }
-        if let Some(i) = avail.iter().position(|&b| b == b'\n') {
-            buf.extend_from_slice(&avail[..i]);
-            r.consume(i + 1);
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            return Ok(String::from_utf8_lossy(&buf).into_owned());
-        }
-        let n = avail.len();
-        buf.extend_from_slice(avail);
-        r.consume(n);
-        if buf.len() > MAX_LINE {
-            return Err(LineError::TooLong);
-        }
-    }
-}
-
-fn one_line(s: &str) -> String {
-    s.lines().next().unwrap_or_default().to_owned()
+    Some(login_ok(relay, &user, &pass))
 }

@@ -107,6 +107,10 @@ impl Session<'_> {
                 challenge: end.challenge,
             });
         }
+        if self.keep_open {
+            self.extensions = caps;
+            return Ok(Outcome::Accepted { reply: end.text });
+        }
         let (ok, text) = self.imap_command(&tag(), "LIST \"\" \"INBOX\"").await?;
         let _ = self.imap_command(&tag(), "LOGOUT").await;
         Ok(if ok {

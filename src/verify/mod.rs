@@ -27,7 +27,7 @@ use diagnosis::diagnose;
 use serde::Serialize;
 use session::{Attempt, Outcome, TestMessage};
 pub use session::{Credential, Target};
-pub use session::{SignedIn, smtp_sign_in};
+pub use session::{SignedIn, sign_in};
 use std::fmt::Write as _;
 use std::time::Duration;
 pub use transport::Stream;

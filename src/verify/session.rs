@@ -91,17 +91,18 @@ pub(super) struct Session<'a> {
     pub(super) extensions: Vec<String>,
 }
 
-/// A signed-in SMTP session, handed over to a relay: the connection with whatever the
-/// server sent that was not read yet, and its EHLO extensions (`SIZE 35882577`, ...).
+/// A signed-in session, handed over to a relay: the connection with whatever the
+/// server sent that was not read yet, and for SMTP its EHLO extensions
+/// (`SIZE 35882577`, ...), for IMAP its capabilities before the login.
 pub struct SignedIn {
     pub io: tokio::io::BufReader<super::transport::Stream>,
     pub extensions: Vec<String>,
 }
 
-/// Signs in to the SMTP server `target` as a mail program would, with the same
-/// dialogue `verify` runs, and keeps the session: `Ok` with it, or `Err` with what a
-/// check would have reported.
-pub async fn smtp_sign_in(
+/// Signs in to the SMTP or IMAP server `target` as a mail program would, with the
+/// same dialogue `verify` runs, and keeps the session: `Ok` with it, or `Err` with what
+/// a check would have reported.
+pub async fn sign_in(
     target: &Target,
     tls: &Arc<rustls::ClientConfig>,
     cred: &Credential<'_>,
@@ -116,7 +117,14 @@ pub async fn smtp_sign_in(
         keep_open: true,
         extensions: Vec::new(),
     };
-    let outcome = match s.smtp(cred, None).await {
+    let result = match target.proto {
+        Proto::Smtp => s.smtp(cred, None).await,
+        Proto::Imap => s.imap(cred, None).await,
+        Proto::Pop => Err(Outcome::Protocol {
+            why: "no POP3 relay yet".into(),
+        }),
+    };
+    let outcome = match result {
         Ok(o) | Err(o) => o,
     };
     match (&outcome, s.conn.take_io()) {
