@@ -149,7 +149,11 @@ fn login(account: &str, opts: &LoginOptions) -> Result<()> {
 fn relay_password(account: &str, rotate: bool) -> Result<()> {
     let config = Config::load_default()?;
     let acct = config.account(account)?;
-    if acct.relay.as_ref().is_none_or(|r| r.smtp.is_none()) {
+    if acct
+        .relay
+        .as_ref()
+        .is_none_or(|r| r.smtp.is_none() && r.imap.is_none())
+    {
         return Err(Error::usage(format!("account {account} has no relay")).with_remedy(format!(
             "Add one to the config: [accounts.{account}.relay] with smtp = \"127.0.0.1:2587\"; `mailtoken serve` runs it."
         )));

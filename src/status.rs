@@ -204,15 +204,21 @@ fn relays(a: &Account) -> Vec<String> {
     let Some(r) = &a.relay else {
         return Vec::new();
     };
-    r.smtp
-        .iter()
-        .map(|l| match r.access {
+    [("SMTP", &r.smtp), ("IMAP", &r.imap)]
+        .into_iter()
+        .filter_map(|(p, l)| l.as_ref().map(|l| (p, l)))
+        .map(|(p, l)| match r.access {
             crate::relay::Access::Password => format!(
-                "SMTP on {l}, login {} with the relay password (`mailtoken relay-password {}`)",
+                "{p} on {l}, login {} with the relay password (`mailtoken relay-password {}`)",
                 a.user, a.name
             ),
             crate::relay::Access::Anyone => format!(
-                "SMTP on {l}, WITHOUT a login: anyone on this machine can send as {}",
+                "{p} on {l}, WITHOUT a login: anyone on this machine can {} as {}",
+                if p == "SMTP" {
+                    "send"
+                } else {
+                    "read the mail of"
+                },
                 a.user
             ),
         })

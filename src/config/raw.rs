@@ -64,6 +64,7 @@ pub(super) struct RawAccount {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRelay {
     pub(super) smtp: Option<Spanned<String>>,
+    pub(super) imap: Option<Spanned<String>>,
     /// "password" (the default: the relay password) or "none".
     pub(super) auth: Option<Spanned<String>>,
 }

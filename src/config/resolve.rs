@@ -117,19 +117,23 @@ fn valid_account_name(name: &str) -> bool {
 /// who may log in.
 fn relay(src: &Source, r: &super::raw::RawRelay) -> Result<crate::relay::Relay> {
     use crate::relay::{Access, Listen, Relay};
-    let smtp = r
-        .smtp
-        .as_ref()
-        .map(|s| {
-            Listen::parse(s.get_ref()).map_err(|why| {
-                src.error(
-                    Some(s.span()),
-                    &format!("relay smtp: {why}"),
-                    Some("Use smtp = \"127.0.0.1:2587\" or a socket path such as \"/run/mailtoken/smtp\".".into()),
-                )
+    let listen = |key: &str, s: &Option<Spanned<String>>, example: &str| {
+        s.as_ref()
+            .map(|s| {
+                Listen::parse(s.get_ref()).map_err(|why| {
+                    src.error(
+                        Some(s.span()),
+                        &format!("relay {key}: {why}"),
+                        Some(format!(
+                            "Use {key} = \"127.0.0.1:{example}\" or a socket path such as \"/run/mailtoken/{key}\"."
+                        )),
+                    )
+                })
             })
-        })
-        .transpose()?;
+            .transpose()
+    };
+    let smtp = listen("smtp", &r.smtp, "2587")?;
+    let imap = listen("imap", &r.imap, "2143")?;
     let access = match r.auth.as_ref().map(|a| a.get_ref().as_str()) {
         None | Some("password") => Access::Password,
         Some("none") => Access::Anyone,
@@ -142,5 +146,5 @@ fn relay(src: &Source, r: &super::raw::RawRelay) -> Result<crate::relay::Relay> 
             ));
         }
     };
-    Ok(Relay { smtp, access })
+    Ok(Relay { smtp, imap, access })
 }

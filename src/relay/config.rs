@@ -54,6 +54,7 @@ pub enum Access {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relay {
     pub smtp: Option<Listen>,
+    pub imap: Option<Listen>,
     pub access: Access,
 }
 

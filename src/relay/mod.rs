@@ -4,6 +4,7 @@
 //! bytes both ways unchanged. Run by `mailtoken serve`.
 
 pub mod config;
+pub mod imap;
 pub mod password;
 pub mod smtp;
 pub mod upstream;

@@ -271,3 +271,87 @@ fn a_token_the_server_refuses_is_refreshed_once_and_the_message_still_goes_out()
         "refreshed"
     );
 }
+
+#[test]
+fn pythons_imaplib_logs_in_through_the_imap_relay_reads_a_message_and_idles() {
+    let m = mailserver();
+    let login = unique_login("relay-imap");
+    let port = free_port();
+    let acct = account_toml("r", &login, Client::Native)
+        + &format!(
+            "ca_file = \"{}\"\nimap = {{ host = \"127.0.0.1\", port = {}, tls = \"implicit\" }}\n\
+             [accounts.r.relay]\nimap = \"127.0.0.1:{port}\"\n",
+            m.ca.display(),
+            m.imaps_port
+        );
+    let env = Env::with_file_store(&acct);
+    assert_exit(&env.login("r", &login), 0);
+    let _daemon = env.serve();
+    let pw = relay_password(&env);
+    m.deliver_to_inbox(
+        &login,
+        &format!(
+            "From: a@example.test\r\nTo: {login}\r\nSubject: first {login}\r\n\r\nBODYMARK-1\r\n"
+        ),
+    );
+    let script = format!(
+        r#"
+import imaplib, sys
+M = imaplib.IMAP4("127.0.0.1", {port}, timeout=30)
+caps = M.capabilities
+assert "AUTH=PLAIN" in caps and "STARTTLS" not in caps and "IDLE" in caps, caps
+try:
+    M.login("{login}", "wrong")
+    sys.exit("a wrong password was taken")
+except imaplib.IMAP4.error as e:
+    assert "AUTHENTICATIONFAILED" in str(e), e
+M.login("{login}", "{pw}")
+typ, data = M.select("INBOX")
+assert typ == "OK", data
+typ, data = M.search(None, "BODY", "BODYMARK-1")
+ids = data[0].split()
+assert ids, data
+typ, msg = M.fetch(ids[0], "(RFC822)")
+assert b"BODYMARK-1" in msg[0][1], msg
+tag = M._new_tag().decode()
+M.send(f"{{tag}} IDLE\r\n".encode())
+line = M.readline()
+assert line.startswith(b"+"), line
+print("IDLING", flush=True)
+while True:
+    line = M.readline()
+    if b"EXISTS" in line:
+        break
+M.send(b"DONE\r\n")
+while not M.readline().startswith(tag.encode()):
+    pass
+M.logout()
+print("DONE", flush=True)
+"#
+    );
+    let mut py = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "IDLING", "python stopped before IDLE: {}", {
+        let o = py.wait_with_output().unwrap();
+        stderr(&o)
+    });
+    m.deliver_to_inbox(
+        &login,
+        &format!(
+            "From: a@example.test\r\nTo: {login}\r\nSubject: second {login}\r\n\r\nBODYMARK-2\r\n"
+        ),
+    );
+    line.clear();
+    out.read_line(&mut line).unwrap();
+    let o = py.wait_with_output().unwrap();
+    assert_eq!(line.trim(), "DONE", "python: {}", stderr(&o));
+    assert!(o.status.success(), "python: {}", stderr(&o));
+}
