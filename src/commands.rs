@@ -152,7 +152,7 @@ fn relay_password(account: &str, rotate: bool) -> Result<()> {
     if acct
         .relay
         .as_ref()
-        .is_none_or(|r| r.smtp.is_none() && r.imap.is_none())
+        .is_none_or(|r| r.smtp.is_none() && r.imap.is_none() && r.pop.is_none())
     {
         return Err(Error::usage(format!("account {account} has no relay")).with_remedy(format!(
             "Add one to the config: [accounts.{account}.relay] with smtp = \"127.0.0.1:2587\"; `mailtoken serve` runs it."

@@ -204,7 +204,7 @@ fn relays(a: &Account) -> Vec<String> {
     let Some(r) = &a.relay else {
         return Vec::new();
     };
-    [("SMTP", &r.smtp), ("IMAP", &r.imap)]
+    [("SMTP", &r.smtp), ("IMAP", &r.imap), ("POP3", &r.pop)]
         .into_iter()
         .filter_map(|(p, l)| l.as_ref().map(|l| (p, l)))
         .map(|(p, l)| match r.access {

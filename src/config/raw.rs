@@ -65,6 +65,7 @@ pub(super) struct RawAccount {
 pub(super) struct RawRelay {
     pub(super) smtp: Option<Spanned<String>>,
     pub(super) imap: Option<Spanned<String>>,
+    pub(super) pop: Option<Spanned<String>>,
     /// "password" (the default: the relay password) or "none".
     pub(super) auth: Option<Spanned<String>>,
 }

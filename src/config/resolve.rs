@@ -134,6 +134,7 @@ fn relay(src: &Source, r: &super::raw::RawRelay) -> Result<crate::relay::Relay> 
     };
     let smtp = listen("smtp", &r.smtp, "2587")?;
     let imap = listen("imap", &r.imap, "2143")?;
+    let pop = listen("pop", &r.pop, "2110")?;
     let access = match r.auth.as_ref().map(|a| a.get_ref().as_str()) {
         None | Some("password") => Access::Password,
         Some("none") => Access::Anyone,
@@ -146,5 +147,10 @@ fn relay(src: &Source, r: &super::raw::RawRelay) -> Result<crate::relay::Relay> 
             ));
         }
     };
-    Ok(Relay { smtp, imap, access })
+    Ok(Relay {
+        smtp,
+        imap,
+        pop,
+        access,
+    })
 }

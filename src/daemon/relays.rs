@@ -32,7 +32,11 @@ pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
             credential,
             renew,
         });
-        for (proto, listen) in [(Proto::Smtp, &r.smtp), (Proto::Imap, &r.imap)] {
+        for (proto, listen) in [
+            (Proto::Smtp, &r.smtp),
+            (Proto::Imap, &r.imap),
+            (Proto::Pop, &r.pop),
+        ] {
             let Some(listen) = listen else { continue };
             bind(listen, proto, relay.clone()).await?;
             eprintln!(
@@ -91,6 +95,7 @@ where
 {
     match proto {
         Proto::Imap => relay::imap::serve(relay, stream).await,
-        _ => relay::smtp::serve(relay, stream).await,
+        Proto::Pop => relay::pop::serve(relay, stream).await,
+        Proto::Smtp => relay::smtp::serve(relay, stream).await,
     }
 }

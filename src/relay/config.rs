@@ -55,6 +55,7 @@ pub enum Access {
 pub struct Relay {
     pub smtp: Option<Listen>,
     pub imap: Option<Listen>,
+    pub pop: Option<Listen>,
     pub access: Access,
 }
 

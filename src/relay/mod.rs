@@ -6,6 +6,7 @@
 pub mod config;
 pub mod imap;
 pub mod password;
+pub mod pop;
 pub mod smtp;
 pub mod upstream;
 

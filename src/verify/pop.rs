@@ -72,6 +72,9 @@ impl Session<'_> {
                 challenge: end.challenge,
             });
         }
+        if self.keep_open {
+            return Ok(Outcome::Accepted { reply: end.text });
+        }
         let (ok, text) = self.pop_command("STAT").await?;
         let _ = self.pop_command("QUIT").await;
         Ok(if ok {
@@ -105,6 +108,7 @@ impl Session<'_> {
         for _ in 0..200 {
             let l = self.conn.line("reading the capabilities").await?;
             if l == "." {
+                self.extensions = lines.clone();
                 return Ok(wire::pop_capa(&lines));
             }
             lines.push(l);

@@ -93,7 +93,8 @@ pub(super) struct Session<'a> {
 
 /// A signed-in session, handed over to a relay: the connection with whatever the
 /// server sent that was not read yet, and for SMTP its EHLO extensions
-/// (`SIZE 35882577`, ...), for IMAP its capabilities before the login.
+/// (`SIZE 35882577`, ...), for IMAP its capabilities before the login, for POP3 its
+/// last CAPA list.
 pub struct SignedIn {
     pub io: tokio::io::BufReader<super::transport::Stream>,
     pub extensions: Vec<String>,
@@ -120,9 +121,7 @@ pub async fn sign_in(
     let result = match target.proto {
         Proto::Smtp => s.smtp(cred, None).await,
         Proto::Imap => s.imap(cred, None).await,
-        Proto::Pop => Err(Outcome::Protocol {
-            why: "no POP3 relay yet".into(),
-        }),
+        Proto::Pop => s.pop(cred, None).await,
     };
     let outcome = match result {
         Ok(o) | Err(o) => o,

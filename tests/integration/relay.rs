@@ -355,3 +355,52 @@ print("DONE", flush=True)
     assert_eq!(line.trim(), "DONE", "python: {}", stderr(&o));
     assert!(o.status.success(), "python: {}", stderr(&o));
 }
+
+#[test]
+fn pythons_poplib_logs_in_through_the_pop3_relay_and_retrieves_a_message() {
+    let m = mailserver();
+    let login = unique_login("relay-pop");
+    let port = free_port();
+    let acct = account_toml("r", &login, Client::Native)
+        + &format!(
+            "ca_file = \"{}\"\npop = {{ host = \"127.0.0.1\", port = {}, tls = \"implicit\" }}\n\
+             [accounts.r.relay]\npop = \"127.0.0.1:{port}\"\n",
+            m.ca.display(),
+            m.pop3s_port
+        );
+    let env = Env::with_file_store(&acct);
+    assert_exit(&env.login("r", &login), 0);
+    let _daemon = env.serve();
+    let pw = relay_password(&env);
+    m.deliver_to_inbox(
+        &login,
+        &format!("From: a@example.test\r\nTo: {login}\r\nSubject: pop {login}\r\n\r\nPOPMARK\r\n"),
+    );
+    let script = format!(
+        r#"
+import poplib, sys
+P = poplib.POP3("127.0.0.1", {port}, timeout=30)
+caps = P.capa()
+assert "STLS" not in caps and "USER" in caps, caps
+P.user("{login}")
+try:
+    P.pass_("wrong")
+    sys.exit("a wrong password was taken")
+except poplib.error_proto as e:
+    assert b"[AUTH]" in e.args[0], e
+P = poplib.POP3("127.0.0.1", {port}, timeout=30)
+P.user("{login}")
+P.pass_("{pw}")
+count, size = P.stat()
+assert count >= 1, (count, size)
+resp, lines, octets = P.retr(1)
+assert b"POPMARK" in b"\n".join(lines), lines
+P.quit()
+"#
+    );
+    let o = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python: {}{}", stdout(&o), stderr(&o));
+}
