@@ -404,3 +404,111 @@ P.quit()
         .unwrap();
     assert!(o.status.success(), "python: {}{}", stdout(&o), stderr(&o));
 }
+
+// ---- Postfix, relaying through the SMTP relay -----------------------------------
+
+/// Sends a message of `body` to Postfix by SMTP (Python's smtplib), from `from`.
+fn to_postfix(port: u16, from: &str, subject: &str, body: &str) {
+    let script = format!(
+        r#"
+import smtplib, sys
+body = sys.stdin.read()
+s = smtplib.SMTP("127.0.0.1", {port}, timeout=60)
+s.sendmail("{from}", ["rcpt@example.test"], "From: {from}\r\nTo: rcpt@example.test\r\nSubject: {subject}\r\n\r\n" + body)
+s.quit()
+"#
+    );
+    let mut c = std::process::Command::new("python3");
+    c.args(["-c", &script]);
+    let o = run_with_stdin(&mut c, body);
+    assert!(o.status.success(), "smtplib to Postfix: {}", stderr(&o));
+}
+
+#[test]
+fn postfix_relays_through_the_relay_with_a_plain_login_also_after_the_token_expired() {
+    let m = mailserver();
+    let login = unique_login("relay-postfix");
+    let port = free_port();
+    let acct = account_toml("r", &login, Client::NativeShort)
+        + &format!(
+            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
+             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
+            m.ca.display(),
+            m.submission_port
+        );
+    let env = Env::with_file_store(&acct);
+    assert_exit(&env.login("r", &login), 0);
+    let _daemon = env.serve();
+    let pw = relay_password(&env);
+    let postfix = common::postfix::Postfix::start(port, Some((&login, &pw)));
+    let first = format!("postfix first {login}");
+    to_postfix(postfix.port, &login, &first, "Relayed by Postfix.\r\n");
+    assert!(
+        m.wait_for_message(&first, Duration::from_secs(20))
+            .is_some(),
+        "not delivered; Postfix says:\n{}",
+        postfix.log()
+    );
+    // The access token lives 6 s at this client: past it, the daemon's fresh one.
+    std::thread::sleep(Duration::from_secs(7));
+    let second = format!("postfix after expiry {login}");
+    to_postfix(
+        postfix.port,
+        &login,
+        &second,
+        "Relayed by Postfix again.\r\n",
+    );
+    assert!(
+        m.wait_for_message(&second, Duration::from_secs(20))
+            .is_some(),
+        "not delivered; Postfix says:\n{}",
+        postfix.log()
+    );
+}
+
+#[test]
+fn postfix_without_a_login_relays_a_10_mb_message_intact() {
+    use sha2::{Digest, Sha256};
+    let m = mailserver();
+    let login = unique_login("relay-postfix-big");
+    let port = free_port();
+    let acct = account_toml("r", &login, Client::Native)
+        + &format!(
+            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
+             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\nauth = \"none\"\n",
+            m.ca.display(),
+            m.submission_port
+        );
+    let env = Env::with_file_store(&acct);
+    assert_exit(&env.login("r", &login), 0);
+    let _daemon = env.serve();
+    let postfix = common::postfix::Postfix::start(port, None);
+    // 10 MB of base64-like lines (76 characters), each different.
+    let mut body = String::with_capacity(10 * 1024 * 1024 + 100_000);
+    let mut i: u64 = 0;
+    while body.len() < 10 * 1024 * 1024 {
+        let line = format!(
+            "{:076x}",
+            (i.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u128 * 0x1_0000_0001
+        );
+        body.push_str(&line[line.len() - 76..]);
+        body.push_str("\r\n");
+        i += 1;
+    }
+    let want = Sha256::digest(body.as_bytes());
+    let subject = format!("postfix 10 MB {login}");
+    to_postfix(postfix.port, &login, &subject, &body);
+    let got = m
+        .wait_for_message(&subject, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("not delivered; Postfix says:\n{}", postfix.log()));
+    // The body as delivered: after the header block.
+    let delivered = got
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    let delivered = delivered
+        .get(delivered.len().saturating_sub(body.len())..)
+        .unwrap_or_default();
+    assert_eq!(delivered.len(), body.len(), "size");
+    assert_eq!(Sha256::digest(delivered.as_bytes()), want, "content");
+}

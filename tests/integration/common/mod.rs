@@ -8,4 +8,5 @@ pub mod keyring;
 pub mod mailserver;
 pub mod mailtoken;
 pub mod pinned;
+pub mod postfix;
 pub mod scripted;
