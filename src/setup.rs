@@ -22,6 +22,10 @@ pub enum Client {
     Aerc,
     GitSendEmail,
     Himalaya,
+    /// Postfix relaying through the account's SMTP relay (main.cf and sasl_passwd).
+    Postfix,
+    /// Any SMTP program without OAuth, through the account's SMTP relay.
+    Relay,
 }
 
 /// The SASL mechanism the mail program should use.
@@ -55,6 +59,8 @@ pub fn snippet(client: Client, account: &Account, exe: &str, sasl: Sasl) -> Resu
         Client::Aerc => s.aerc(),
         Client::GitSendEmail => s.git_send_email(),
         Client::Himalaya => s.himalaya(),
+        Client::Postfix => s.postfix(),
+        Client::Relay => s.relay(),
     }
 }
 
@@ -183,6 +189,121 @@ impl Setup<'_> {
                 "# Gmail accepts about 500 messages a day from one account through SMTP."
             );
         }
+        Ok(o)
+    }
+
+    /// The account's SMTP relay on TCP, which Postfix and plain SMTP programs reach.
+    fn smtp_relay(&self) -> Result<(std::net::SocketAddr, bool)> {
+        let name = self.name();
+        let r = self
+            .account
+            .relay
+            .as_ref()
+            .and_then(|r| r.smtp.as_ref().map(|l| (l, r.access.clone())));
+        match r {
+            Some((crate::relay::Listen::Tcp(addr), access)) => {
+                Ok((*addr, access == crate::relay::Access::Password))
+            }
+            Some((crate::relay::Listen::Unix(p), _)) => Err(Error::config(format!(
+                "the SMTP relay of {name} listens on the unix socket {}, which Postfix's SMTP client cannot reach",
+                p.display()
+            ))
+            .with_remedy(format!("Give [accounts.{name}.relay] smtp = \"127.0.0.1:2587\"."))),
+            None => Err(Error::config(format!("account {name} has no SMTP relay")).with_remedy(format!(
+                "Add [accounts.{name}.relay] with smtp = \"127.0.0.1:2587\" to the config, and run `mailtoken serve` (the daemon runs the relay)."
+            ))),
+        }
+    }
+
+    fn postfix(&self) -> Result<String> {
+        let (addr, login) = self.smtp_relay()?;
+        let name = self.name();
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# Postfix relaying all mail through mailtoken's SMTP relay of {name} ({}), made by `mailtoken setup`.",
+            self.account.user
+        );
+        let _ = writeln!(
+            o,
+            "# The relay signs in to the real server with the account's token; `mailtoken serve` must run."
+        );
+        let _ = writeln!(
+            o,
+            "# Apply the main.cf settings with postconf, then reload Postfix:"
+        );
+        let _ = writeln!(
+            o,
+            "postconf -e 'relayhost = [{}]:{}'",
+            addr.ip(),
+            addr.port()
+        );
+        // The relay is on loopback; it speaks TLS to the real server itself.
+        let _ = writeln!(o, "postconf -e 'smtp_tls_security_level = none'");
+        if login {
+            let _ = writeln!(o, "postconf -e 'smtp_sasl_auth_enable = yes'");
+            let _ = writeln!(
+                o,
+                "postconf -e 'smtp_sasl_password_maps = hash:/etc/postfix/sasl_passwd'"
+            );
+            let _ = writeln!(o, "postconf -e 'smtp_sasl_security_options = noanonymous'");
+            let _ = writeln!(o, "postconf -e 'smtp_sasl_mechanism_filter = plain'");
+            let _ = writeln!(
+                o,
+                "# The local login: the account's user and the relay password (Cyrus SASL's PLAIN,"
+            );
+            let _ = writeln!(
+                o,
+                "# Debian package libsasl2-modules). The password is written straight to the map:"
+            );
+            let _ = writeln!(
+                o,
+                "(umask 077; printf '[{}]:{} %s:%s\\n' {} \"$({} relay-password {})\" > /etc/postfix/sasl_passwd)",
+                addr.ip(),
+                addr.port(),
+                shell_quote(&self.account.user),
+                self.exe,
+                shell_quote(name)
+            );
+            let _ = writeln!(o, "postmap /etc/postfix/sasl_passwd");
+        } else {
+            let _ = writeln!(
+                o,
+                "# The relay takes mail without a login (auth = \"none\"): no SASL settings."
+            );
+        }
+        let _ = writeln!(o, "postfix reload");
+        Ok(o)
+    }
+
+    fn relay(&self) -> Result<String> {
+        let (addr, login) = self.smtp_relay()?;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# Any SMTP program without OAuth, through mailtoken's SMTP relay of {} ({}), made by `mailtoken setup`.",
+            self.name(),
+            self.account.user
+        );
+        let _ = writeln!(o, "host:     {}", addr.ip());
+        let _ = writeln!(o, "port:     {}", addr.port());
+        let _ = writeln!(
+            o,
+            "security: none (loopback; the relay speaks TLS to the real server)"
+        );
+        if login {
+            let _ = writeln!(o, "login:    PLAIN or LOGIN");
+            let _ = writeln!(o, "user:     {}", self.account.user);
+            let _ = writeln!(
+                o,
+                "password: the output of `{} relay-password {}`",
+                self.exe,
+                shell_quote(self.name())
+            );
+        } else {
+            let _ = writeln!(o, "login:    none");
+        }
+        let _ = writeln!(o, "from:     {}", self.account.user);
         Ok(o)
     }
 

@@ -512,3 +512,52 @@ fn postfix_without_a_login_relays_a_10_mb_message_intact() {
     assert_eq!(delivered.len(), body.len(), "size");
     assert_eq!(Sha256::digest(delivered.as_bytes()), want, "content");
 }
+
+#[test]
+fn postfix_set_up_by_what_setup_postfix_prints_relays_through_the_relay() {
+    let m = mailserver();
+    let login = unique_login("relay-setup-postfix");
+    let port = free_port();
+    let acct = account_toml("r", &login, Client::Native)
+        + &format!(
+            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
+             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
+            m.ca.display(),
+            m.submission_port
+        );
+    let env = Env::with_file_store(&acct);
+    assert_exit(&env.login("r", &login), 0);
+    let _daemon = env.serve();
+    let o = env.run(&["setup", "postfix", "r"]);
+    assert_exit(&o, 0);
+    let script = stdout(&o);
+    assert!(
+        script.contains(&format!("postconf -e 'relayhost = [127.0.0.1]:{port}'")),
+        "{script}"
+    );
+    assert!(
+        !script.contains(&relay_password(&env)),
+        "the password is not printed"
+    );
+    let postfix = common::postfix::Postfix::start_unconfigured();
+    let applied = postfix.apply(env.program("sh"), &script);
+    assert!(
+        applied.status.success(),
+        "{}{}",
+        stdout(&applied),
+        stderr(&applied)
+    );
+    let subject = format!("postfix by setup {login}");
+    to_postfix(
+        postfix.port,
+        &login,
+        &subject,
+        "Relayed by a Postfix set up by mailtoken.\r\n",
+    );
+    assert!(
+        m.wait_for_message(&subject, Duration::from_secs(20))
+            .is_some(),
+        "not delivered; Postfix says:\n{}",
+        postfix.log()
+    );
+}

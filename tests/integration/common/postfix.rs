@@ -25,6 +25,30 @@ impl Postfix {
     /// Starts it with `relayhost = [127.0.0.1]:relay_port`; `login` is the relay's
     /// user and password for SASL PLAIN, or `None` for no login.
     pub fn start(relay_port: u16, login: Option<(&str, &str)>) -> Postfix {
+        Postfix::start_with(Some((relay_port, login)))
+    }
+
+    /// Starts it with no relayhost: mail waits in the queue until a configuration
+    /// (`apply`) says where it goes.
+    pub fn start_unconfigured() -> Postfix {
+        Postfix::start_with(None)
+    }
+
+    /// Runs `script` (what `mailtoken setup postfix` prints) against this instance:
+    /// `postconf` and `postfix` find it through MAIL_CONFIG, and `/etc/postfix/` in the
+    /// script is its config directory. `cmd` carries the environment the script's
+    /// `mailtoken` needs.
+    pub fn apply(&self, mut cmd: Command, script: &str) -> std::process::Output {
+        let conf = self.dir.path().join("conf");
+        let script = script.replace("/etc/postfix/", &format!("{}/", conf.display()));
+        cmd.arg("-c")
+            .arg(script)
+            .env("MAIL_CONFIG", &conf)
+            .output()
+            .unwrap()
+    }
+
+    fn start_with(relay: Option<(u16, Option<(&str, &str)>)>) -> Postfix {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let conf = d.join("conf");
@@ -53,7 +77,7 @@ impl Postfix {
              mail_owner = postfix\nsetgid_group = postdrop\nmyhostname = postfix.mailtoken-test\n\
              mydomain = mailtoken-test\nmyorigin = $myhostname\ninet_interfaces = 127.0.0.1\n\
              inet_protocols = ipv4\nmydestination =\nlocal_transport = error:no local delivery\n\
-             mynetworks = 127.0.0.0/8\nrelayhost = [127.0.0.1]:{relay_port}\n\
+             mynetworks = 127.0.0.0/8\n\
              maillog_file = {log}\nmaillog_file_prefixes = {root}\n\
              message_size_limit = 52428800\nsmtp_tls_security_level = none\n",
             q = d.join("queue").display(),
@@ -61,7 +85,10 @@ impl Postfix {
             log = d.join("maillog").display(),
             root = d.display(),
         );
-        if let Some((user, password)) = login {
+        if let Some((relay_port, _)) = relay {
+            main += &format!("relayhost = [127.0.0.1]:{relay_port}\n");
+        }
+        if let Some((relay_port, Some((user, password)))) = relay {
             let map = conf.join("sasl_passwd");
             std::fs::write(
                 &map,
