@@ -120,6 +120,14 @@ async fn sign_in_once(relay: &Relay, proto: Proto) -> std::result::Result<Signed
         .map_err(|attempt| {
             use verify::session::Outcome as O;
             let what = match &attempt.outcome {
+                // A 4xx (SMTP), [UNAVAILABLE] (IMAP), [SYS/TEMP] (POP3): not now.
+                O::Rejected { reply, .. }
+                    if reply.starts_with('4')
+                        || reply.starts_with("[UNAVAILABLE]")
+                        || reply.starts_with("[SYS/TEMP]") =>
+                {
+                    format!("the server turned the login away for now: {reply}")
+                }
                 O::Rejected { reply, .. } => {
                     format!("the server refused the account's credential: {reply}")
                 }

@@ -561,3 +561,98 @@ fn postfix_set_up_by_what_setup_postfix_prints_relays_through_the_relay() {
         postfix.log()
     );
 }
+
+#[test]
+fn a_revoked_grant_refuses_the_client_for_good_and_notifies_once() {
+    let m = mailserver();
+    let login = unique_login("relay-revoked");
+    let port = free_port();
+    let acct = account_toml("r", &login, Client::Native)
+        + &format!(
+            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
+             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
+            m.ca.display(),
+            m.submission_port
+        );
+    let env = Env::with_file_store(&acct);
+    let notes = env.dir.path().join("notes");
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    env.write_config(&format!(
+        "notify_cmd = 'echo \"$MAILTOKEN_ACCOUNT|$MAILTOKEN_REASON\" >> {}'\n{config}",
+        notes.display()
+    ));
+    assert_exit(&env.login("r", &login), 0);
+    // The provider revokes the grant: the stored access token dies with it, and so
+    // does the refresh token.
+    let rt_value = env.stored("r")["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    rt().block_on(common::authserver::revoke(
+        &rt_value,
+        "refresh_token",
+        common::authserver::NATIVE_CLIENT,
+        None,
+    ));
+    let _daemon = env.serve();
+    let (code, text) = python_greeting(port);
+    assert_eq!(code, 554, "{text}");
+    assert!(text.contains("mailtoken login r"), "{text}");
+    // A second client hears the same at once, and nobody is told twice.
+    let (code, _) = python_greeting(port);
+    assert_eq!(code, 554);
+    std::thread::sleep(Duration::from_millis(500));
+    let told = std::fs::read_to_string(&notes).unwrap_or_default();
+    assert_eq!(told.lines().count(), 1, "{told}");
+    assert!(told.starts_with("r|"), "{told}");
+}
+
+#[test]
+fn a_hundred_concurrent_sessions_through_the_relay_each_deliver_their_message_once() {
+    let (env, login, port, _daemon) = relay_world("relay-load", "password");
+    let pw = relay_password(&env);
+    let script = format!(
+        r#"
+import smtplib, threading, sys
+errors = []
+def send(i):
+    try:
+        s = smtplib.SMTP("127.0.0.1", {port}, timeout=60)
+        s.login("{login}", "{pw}")
+        s.sendmail("{login}", ["rcpt@example.test"], f"From: {login}\r\nTo: rcpt@example.test\r\nSubject: load {login} #{{i}}#\r\n\r\nMessage {{i}}.\r\n")
+        s.quit()
+    except Exception as e:
+        errors.append(f"{{i}}: {{e!r}}")
+threads = [threading.Thread(target=send, args=(i,)) for i in range(100)]
+for t in threads: t.start()
+for t in threads: t.join()
+if errors:
+    sys.exit("\n".join(errors))
+"#
+    );
+    let o = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python: {}", stderr(&o));
+    let m = mailserver();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let msgs = m.sink_messages();
+        let counts: Vec<usize> = (0..100)
+            .map(|i| {
+                let needle = format!("Subject: load {login} #{i}#");
+                msgs.iter().filter(|(_, t)| t.contains(&needle)).count()
+            })
+            .collect();
+        if counts.iter().all(|&c| c == 1) {
+            break;
+        }
+        assert!(
+            counts.iter().all(|&c| c <= 1),
+            "a message arrived twice: {counts:?}"
+        );
+        assert!(std::time::Instant::now() < deadline, "missing: {counts:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -274,6 +274,10 @@ $ssl_dh_line
 ssl_min_protocol = TLSv1.2
 
 auth_mechanisms = plain login xoauth2 oauthbearer
+# The relay's load test opens 100 submission sessions at once, beside the other tests'
+# (Dovecot's default of 100 processes per service would queue the rest: "Connection
+# queue full").
+default_process_limit = 400
 auth_verbose = yes
 auth_cache_size = 0
 # Fast negative tests: failures are answered at once, and no auth penalty (see
@@ -304,6 +308,9 @@ protocol imap {
   mail_max_userip_connections = 1000
 }
 protocol pop3 {
+  mail_max_userip_connections = 1000
+}
+protocol submission {
   mail_max_userip_connections = 1000
 }
 
