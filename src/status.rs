@@ -207,10 +207,13 @@ fn relays(a: &Account) -> Vec<String> {
     [("SMTP", &r.smtp), ("IMAP", &r.imap), ("POP3", &r.pop)]
         .into_iter()
         .filter_map(|(p, l)| l.as_ref().map(|l| (p, l)))
-        .map(|(p, l)| match r.access {
+        .map(|(p, l)| match &r.access {
             crate::relay::Access::Password => format!(
                 "{p} on {l}, login {} with the relay password (`mailtoken relay-password {}`)",
                 a.user, a.name
+            ),
+            crate::relay::Access::Users(uids) => format!(
+                "{p} on {l}, without a login for the local users {uids:?} (and no one else)"
             ),
             crate::relay::Access::Anyone => format!(
                 "{p} on {l}, WITHOUT a login: anyone on this machine can {} as {}",

@@ -66,8 +66,11 @@ pub(super) struct RawRelay {
     pub(super) smtp: Option<Spanned<String>>,
     pub(super) imap: Option<Spanned<String>>,
     pub(super) pop: Option<Spanned<String>>,
-    /// "password" (the default: the relay password) or "none".
+    /// "password" (the default: the relay password), "users" (no login for the local
+    /// users in `users`, unix sockets only) or "none".
     pub(super) auth: Option<Spanned<String>>,
+    pub(super) users: Option<Vec<u32>>,
+    pub(super) max_connections: Option<usize>,
 }
 
 #[derive(Deserialize)]

@@ -135,15 +135,37 @@ fn relay(src: &Source, r: &super::raw::RawRelay) -> Result<crate::relay::Relay> 
     let smtp = listen("smtp", &r.smtp, "2587")?;
     let imap = listen("imap", &r.imap, "2143")?;
     let pop = listen("pop", &r.pop, "2110")?;
+    let auth_span = r.auth.as_ref().map(|a| a.span());
     let access = match r.auth.as_ref().map(|a| a.get_ref().as_str()) {
         None | Some("password") => Access::Password,
         Some("none") => Access::Anyone,
+        Some("users") => {
+            let users = r.users.clone().unwrap_or_default();
+            if users.is_empty() {
+                return Err(src.error(
+                    auth_span,
+                    "relay auth = \"users\" needs users = [UID, ...]: the local users let in without a login",
+                    Some("Add users = [1000] (the uids of the programs' users, `id -u NAME`).".into()),
+                ));
+            }
+            let tcp = [&smtp, &imap, &pop]
+                .into_iter()
+                .flatten()
+                .any(|l| matches!(l, Listen::Tcp(_)));
+            if tcp {
+                return Err(src.error(
+                    auth_span,
+                    "relay auth = \"users\" works on unix sockets only: on TCP the relay cannot tell who connects",
+                    Some("Listen on socket paths (smtp = \"/run/mailtoken/smtp\"), or use auth = \"password\".".into()),
+                ));
+            }
+            Access::Users(users)
+        }
         Some(other) => {
-            let span = r.auth.as_ref().map(|a| a.span());
             return Err(src.error(
-                span,
-                &format!("relay auth `{other}` is not one of password, none"),
-                Some("auth = \"password\" (the relay password, `mailtoken relay-password ACCOUNT`) or \"none\" (anyone on this machine).".into()),
+                auth_span,
+                &format!("relay auth `{other}` is not one of password, users, none"),
+                Some("auth = \"password\" (the relay password, `mailtoken relay-password ACCOUNT`), \"users\" with users = [UID, ...] (unix sockets), or \"none\" (anyone on this machine).".into()),
             ));
         }
     };
@@ -152,5 +174,9 @@ fn relay(src: &Source, r: &super::raw::RawRelay) -> Result<crate::relay::Relay> 
         imap,
         pop,
         access,
+        max_connections: r
+            .max_connections
+            .unwrap_or(crate::relay::config::MAX_CONNECTIONS)
+            .max(1),
     })
 }

@@ -38,15 +38,16 @@ pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
             (Proto::Pop, &r.pop),
         ] {
             let Some(listen) = listen else { continue };
-            bind(listen, proto, relay.clone()).await?;
+            bind(listen, proto, relay.clone(), r.max_connections).await?;
             eprintln!(
                 "mailtoken: {} relay of {} on {listen}{}",
                 proto.title(),
                 account.name,
-                if r.access == relay::Access::Anyone {
-                    " (no login: anyone on this machine may use the account)"
-                } else {
-                    ""
+                match &r.access {
+                    relay::Access::Anyone =>
+                        " (no login: anyone on this machine may use the account)",
+                    relay::Access::Users(_) => " (no login, for the listed local users)",
+                    relay::Access::Password => "",
                 }
             );
         }
@@ -54,7 +55,8 @@ pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
     Ok(())
 }
 
-async fn bind(listen: &Listen, proto: Proto, relay: Arc<Relay>) -> Result<()> {
+async fn bind(listen: &Listen, proto: Proto, relay: Arc<Relay>, max: usize) -> Result<()> {
+    let room = Arc::new(tokio::sync::Semaphore::new(max));
     let cannot = |e: std::io::Error| {
         Error::unavailable(format!(
             "cannot listen on {listen} for the {} relay of {}: {e}",
@@ -69,7 +71,7 @@ async fn bind(listen: &Listen, proto: Proto, relay: Arc<Relay>) -> Result<()> {
             tokio::spawn(async move {
                 loop {
                     if let Ok((s, _)) = l.accept().await {
-                        tokio::spawn(serve(proto, relay.clone(), s));
+                        admit(proto, &relay, &room, s, true);
                     }
                 }
             });
@@ -77,10 +79,27 @@ async fn bind(listen: &Listen, proto: Proto, relay: Arc<Relay>) -> Result<()> {
         Listen::Unix(path) => {
             let _ = std::fs::remove_file(path);
             let l = tokio::net::UnixListener::bind(path).map_err(cannot)?;
+            // Who may connect: with a login or a uid list, any local user (the relay
+            // decides); with no login at all, only the daemon's own user.
+            let mode = if relay.access == relay::Access::Anyone {
+                0o600
+            } else {
+                0o666
+            };
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .map_err(cannot)?;
             tokio::spawn(async move {
                 loop {
                     if let Ok((s, _)) = l.accept().await {
-                        tokio::spawn(serve(proto, relay.clone(), s));
+                        // auth = "users": the kernel says who connected.
+                        let allowed = match &relay.access {
+                            relay::Access::Users(uids) => {
+                                s.peer_cred().is_ok_and(|c| uids.contains(&c.uid()))
+                            }
+                            _ => true,
+                        };
+                        admit(proto, &relay, &room, s, allowed);
                     }
                 }
             });
@@ -88,6 +107,47 @@ async fn bind(listen: &Listen, proto: Proto, relay: Arc<Relay>) -> Result<()> {
     }
     Ok(())
 }
+
+/// Serves a client when it may use the relay and there is room; otherwise tells it so
+/// in its protocol's words and hangs up.
+fn admit<S>(
+    proto: Proto,
+    relay: &Arc<Relay>,
+    room: &Arc<tokio::sync::Semaphore>,
+    stream: S,
+    allowed: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let permit = room.clone().try_acquire_owned();
+    let relay = relay.clone();
+    tokio::spawn(async move {
+        let refusal = match (allowed, permit) {
+            (true, Ok(_permit)) => {
+                // The whole session, however long; the permit goes with it.
+                let _ = tokio::time::timeout(SESSION_LIMIT, serve(proto, relay, stream)).await;
+                return;
+            }
+            (false, _) => match proto {
+                Proto::Smtp => "554 5.7.1 this relay does not serve this local user",
+                Proto::Imap => "* BYE this relay does not serve this local user",
+                Proto::Pop => "-ERR [AUTH] this relay does not serve this local user",
+            },
+            (true, Err(_)) => match proto {
+                Proto::Smtp => "421 4.3.2 too many connections to the relay, try again later",
+                Proto::Imap => "* BYE [UNAVAILABLE] too many connections to the relay",
+                Proto::Pop => "-ERR [SYS/TEMP] too many connections to the relay",
+            },
+        };
+        let mut stream = stream;
+        let _ =
+            tokio::io::AsyncWriteExt::write_all(&mut stream, format!("{refusal}\r\n").as_bytes())
+                .await;
+    });
+}
+
+/// The longest a relayed session may last (an IMAP client idling all day reconnects).
+const SESSION_LIMIT: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
 
 async fn serve<S>(proto: Proto, relay: Arc<Relay>, stream: S)
 where

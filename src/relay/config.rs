@@ -46,8 +46,17 @@ impl Listen {
 pub enum Access {
     /// A local login with the relay password (`mailtoken relay-password ACCOUNT`).
     Password,
+    /// No login, for these local users only: unix sockets, whose peer the kernel names.
+    Users(Vec<u32>),
     /// Anyone who can connect (loopback): `status` warns about it.
     Anyone,
+}
+
+impl Access {
+    /// No local login is asked for (the peer check, if any, happened at the socket).
+    pub fn no_login(&self) -> bool {
+        !matches!(self, Access::Password)
+    }
 }
 
 /// An account's relays.
@@ -57,7 +66,12 @@ pub struct Relay {
     pub imap: Option<Listen>,
     pub pop: Option<Listen>,
     pub access: Access,
+    /// At most this many clients at once per relay; more are told to come back later.
+    pub max_connections: usize,
 }
+
+/// The default of `max_connections`.
+pub const MAX_CONNECTIONS: usize = 100;
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,6 @@
 //! then on talks to the real server, signed in with the account's token: every command
 //! it knows keeps working (IDLE, MOVE, CONDSTORE, ...), and every answer is the server's.
 
-use super::config::Access;
 use super::upstream::{self, FAILED_LOGIN_DELAY, LineError, Relay, login_ok, read_line, say};
 use crate::server::Proto;
 use base64::Engine;
@@ -38,7 +37,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, 
         })
         .cloned()
         .collect();
-    if relay.access == Access::Anyone {
+    if relay.access.no_login() {
         let _ = say(
             &mut client,
             &format!(

@@ -3,7 +3,6 @@
 //! the account's token; its CAPA before the login is the real server's, minus STLS and
 //! SASL, plus the local ways in.
 
-use super::config::Access;
 use super::upstream::{self, FAILED_LOGIN_DELAY, LineError, Relay, login_ok, read_line, say};
 use crate::server::Proto;
 use base64::Engine;
@@ -29,7 +28,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, 
     };
     // POP3 has no PREAUTH (RFC 1939): a relay without a login still takes the
     // client's USER and PASS, whatever they are.
-    let anyone = relay.access == Access::Anyone;
+    let anyone = relay.access.no_login();
     let mut capa: Vec<String> = upstream
         .extensions
         .iter()

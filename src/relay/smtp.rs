@@ -45,7 +45,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, 
         &format!("220 {local} ESMTP mailtoken relay for {name}"),
     )
     .await;
-    let mut authed = relay.access == Access::Anyone;
+    let mut authed = relay.access.no_login();
     let mut failures = 0;
     loop {
         let line = match tokio::time::timeout(IDLE, read_line(&mut client)).await {
@@ -92,7 +92,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, 
                 return;
             }
             "STARTTLS" => "502 5.5.1 no STARTTLS on the local relay (it listens on loopback only)".into(),
-            "AUTH" if relay.access == Access::Anyone => "503 5.5.1 no login needed here".into(),
+            "AUTH" if relay.access.no_login() => "503 5.5.1 no login needed here".into(),
             "AUTH" if authed => "503 5.5.1 already authenticated".into(),
             "AUTH" => match local_login(&relay, &mut client, &line).await {
                 Some(true) => {

@@ -656,3 +656,150 @@ if errors:
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// Sends one message by SMTP over the unix socket `path`, as the local user `uid`
+/// (setpriv), with Python's socket module; the relay's first reply line and whether
+/// the message was taken.
+fn smtp_over_unix_as(
+    uid: &str,
+    path: &std::path::Path,
+    from: &str,
+    subject: &str,
+) -> (String, bool) {
+    let script = format!(
+        r#"
+import socket
+s = socket.socket(socket.AF_UNIX)
+s.connect("{path}")
+f = s.makefile("rwb")
+def reply():
+    lines = []
+    while True:
+        l = f.readline().decode().rstrip("\r\n")
+        lines.append(l)
+        if l[3:4] != "-":
+            return lines
+def cmd(c):
+    f.write(c.encode() + b"\r\n"); f.flush()
+    return reply()
+greeting = reply()[0]
+print(greeting)
+if greeting.startswith("220"):
+    cmd("EHLO unix")
+    cmd("MAIL FROM:<{from}>")
+    cmd("RCPT TO:<rcpt@example.test>")
+    cmd("DATA")
+    f.write(b"From: {from}\r\nTo: rcpt@example.test\r\nSubject: {subject}\r\n\r\nOver a unix socket.\r\n.\r\n"); f.flush()
+    print(reply()[-1])
+    cmd("QUIT")
+"#,
+        path = path.display()
+    );
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--reuid",
+            uid,
+            "--regid",
+            uid,
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            &script,
+        ])
+        .output()
+        .unwrap();
+    let out = stdout(&o);
+    let mut lines = out.lines();
+    let greeting = lines
+        .next()
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("(nothing: {})", stderr(&o)));
+    let taken = lines.next().is_some_and(|l| l.starts_with("250"));
+    (greeting, taken)
+}
+
+#[test]
+fn a_unix_socket_relay_lets_the_listed_local_users_in_without_a_login_and_no_one_else() {
+    use std::os::unix::fs::PermissionsExt;
+    let m = mailserver();
+    let login = unique_login("relay-users");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.path().join("smtp");
+    // nobody (65534) is listed; daemon (1), a real second user, is not.
+    let acct = account_toml("r", &login, Client::Native)
+        + &format!(
+            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
+             [accounts.r.relay]\nsmtp = \"{}\"\nauth = \"users\"\nusers = [65534]\n",
+            m.ca.display(),
+            m.submission_port,
+            socket.display()
+        );
+    let env = Env::with_file_store(&acct);
+    assert_exit(&env.login("r", &login), 0);
+    let _daemon = env.serve();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    // Bound and opened to other users (0666) once the daemon says it serves.
+    use std::os::unix::fs::MetadataExt;
+    while std::fs::metadata(&socket).map_or(true, |m| m.mode() & 0o777 != 0o666) {
+        assert!(std::time::Instant::now() < deadline, "no relay socket");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let subject = format!("relay unix {login}");
+    let (greeting, taken) = smtp_over_unix_as("65534", &socket, &login, &subject);
+    assert!(greeting.starts_with("220"), "{greeting}");
+    assert!(taken);
+    assert!(
+        m.wait_for_message(&subject, Duration::from_secs(10))
+            .is_some()
+    );
+    let (greeting, taken) = smtp_over_unix_as("1", &socket, &login, &subject);
+    assert_eq!(
+        greeting,
+        "554 5.7.1 this relay does not serve this local user"
+    );
+    assert!(!taken);
+}
+
+#[test]
+fn a_relay_at_its_connection_limit_tells_the_next_client_to_come_back_later() {
+    let m = mailserver();
+    let login = unique_login("relay-limit");
+    let port = free_port();
+    let acct = account_toml("r", &login, Client::Native)
+        + &format!(
+            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
+             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\nmax_connections = 1\n",
+            m.ca.display(),
+            m.submission_port
+        );
+    let env = Env::with_file_store(&acct);
+    assert_exit(&env.login("r", &login), 0);
+    let _daemon = env.serve();
+    // The first client holds the only place (it waits for its greeting and stays).
+    let (code, _) = python_greeting(port);
+    assert_eq!(code, 220);
+    let held = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(&held), &mut first).unwrap();
+    assert!(first.starts_with("220"), "{first}");
+    let (code, text) = python_greeting(port);
+    assert_eq!(code, 421, "{text}");
+    assert!(text.contains("too many connections"), "{text}");
+    drop(held);
+}
+
+#[test]
+fn a_relay_without_a_login_by_uid_on_tcp_is_refused_in_the_config() {
+    let env = Env::with_file_store(
+        "[accounts.r]\nprovider = \"google\"\nuser = \"r@gmail.com\"\nclient_id = \"i\"\nclient_secret = \"s\"\n\
+         [accounts.r.relay]\nsmtp = \"127.0.0.1:2587\"\nauth = \"users\"\nusers = [1000]\n",
+    );
+    let o = env.run(&["status"]);
+    assert_exit(&o, 78);
+    assert!(
+        stderr(&o).contains("relay auth = \"users\" works on unix sockets only"),
+        "{}",
+        stderr(&o)
+    );
+}
