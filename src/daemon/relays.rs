@@ -31,6 +31,7 @@ pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
             access: r.access.clone(),
             credential,
             renew,
+            tls: std::sync::OnceLock::new(),
         });
         for (proto, listen) in [
             (Proto::Smtp, &r.smtp),
@@ -71,6 +72,8 @@ async fn bind(listen: &Listen, proto: Proto, relay: Arc<Relay>, max: usize) -> R
             tokio::spawn(async move {
                 loop {
                     if let Ok((s, _)) = l.accept().await {
+                        // Replies are small and awaited: do not hold them back.
+                        let _ = s.set_nodelay(true);
                         admit(proto, &relay, &room, s, true);
                     }
                 }

@@ -32,6 +32,9 @@ pub struct Relay {
     pub access: Access,
     pub credential: CredentialFn,
     pub renew: RenewFn,
+    /// The TLS client setup for the real server, made at the first connection: loading
+    /// the trust store costs milliseconds that no session should pay again.
+    pub tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 /// For the upstream server: connecting, TLS, each reply.
@@ -102,8 +105,14 @@ async fn sign_in_once(relay: &Relay, proto: Proto) -> std::result::Result<Signed
         tls: server.tls,
         message: None,
     };
-    let tls = crate::tls::client_config(a.ca_file.as_deref())
-        .map_err(|e| refuse(true, format!("TLS setup: {}", one_line(&e.message))))?;
+    let tls = match relay.tls.get() {
+        Some(t) => t.clone(),
+        None => {
+            let t = crate::tls::client_config(a.ca_file.as_deref())
+                .map_err(|e| refuse(true, format!("TLS setup: {}", one_line(&e.message))))?;
+            relay.tls.get_or_init(|| t).clone()
+        }
+    };
     let c = if a.uses_app_password() {
         verify::Credential::Password {
             user: &a.user,
@@ -199,9 +208,13 @@ pub async fn say<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut BufReader<S>,
     reply: &str,
 ) -> std::io::Result<()> {
+    // One write: a reply and its CR LF in two small segments would wait out the
+    // client's delayed ACK (Nagle), 40 ms a reply.
+    let mut line = Vec::with_capacity(reply.len() + 2);
+    line.extend_from_slice(reply.as_bytes());
+    line.extend_from_slice(b"\r\n");
     let w = client.get_mut();
-    w.write_all(reply.as_bytes()).await?;
-    w.write_all(b"\r\n").await?;
+    w.write_all(&line).await?;
     w.flush().await
 }
 

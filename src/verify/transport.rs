@@ -74,7 +74,11 @@ impl<'a> Connection<'a> {
             Ok(Err(e)) => Err(Outcome::Unreachable {
                 why: format!("cannot connect to {host}:{port}: {e}"),
             }),
-            Ok(Ok(s)) => Ok(s),
+            Ok(Ok(s)) => {
+                // Commands and replies are small and each is awaited: no Nagle delay.
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
         }
     }
 
