@@ -803,3 +803,32 @@ fn a_relay_without_a_login_by_uid_on_tcp_is_refused_in_the_config() {
         stderr(&o)
     );
 }
+
+#[test]
+fn an_app_password_account_is_relayed_with_plain_upstream() {
+    use common::mailserver::{APP_PASSWORD_2, APP_USER_2};
+    let m = mailserver();
+    let port = free_port();
+    // (localhost, APP_USER_2): the keyring pair no other test files an app password under.
+    let env = Env::with_file_store(&format!(
+        "[accounts.r]\nauth = \"password\"\nuser = \"{APP_USER_2}\"\nca_file = \"{}\"\n\
+         smtp = {{ host = \"localhost\", port = {}, tls = \"starttls\" }}\n\
+         [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
+        m.ca.display(),
+        m.submission_port
+    ));
+    let o = run_with_stdin(
+        env.cmd().args(["set-password", "r"]),
+        &format!("{APP_PASSWORD_2}\n"),
+    );
+    assert_exit(&o, 0);
+    let _daemon = env.serve();
+    let pw = relay_password(&env);
+    let subject = format!("relay app password {}", unique_login("x"));
+    let o = msmtp_through(&env, port, APP_USER_2, Some(&pw), &subject);
+    assert!(o.status.success(), "msmtp: {}", stderr(&o));
+    assert!(
+        m.wait_for_message(&subject, Duration::from_secs(10))
+            .is_some()
+    );
+}
