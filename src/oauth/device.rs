@@ -2,7 +2,7 @@
 //! provider for a user code, show it, and poll the token endpoint until the user has
 //! entered it on another device, declined, or let it expire.
 
-use super::{HttpFault, OAuthClient, Step, TokenError, TokenGrant, classify, describe_body, fetch};
+use super::{HttpFault, OAuthClient, Step, TokenError, TokenGrant, describe_body, fetch};
 use crate::error::{Error, Result};
 use crate::record::FailureKind;
 use crate::secret::Secret;
@@ -90,15 +90,8 @@ impl OAuthClient<'_> {
             .build()
             .map_err(|e| Error::software(format!("building the device request: {e}")))?;
         let fault = |f: HttpFault| {
-            classify(
-                self.account,
-                self.oauth,
-                self.timeout,
-                &self.route,
-                Step::Device,
-                RequestTokenError::Request(f),
-            )
-            .error
+            self.refused(Step::Device, RequestTokenError::Request(f))
+                .error
         };
         let (status, content_type, body) = fetch(&self.http, req).await.map_err(fault)?;
         if status == 200 {
@@ -111,15 +104,9 @@ impl OAuthClient<'_> {
         }
         // RFC 6749 §5.2 errors (invalid_client, invalid_scope, unauthorized_client).
         match serde_json::from_slice::<BasicErrorResponse>(&body) {
-            Ok(r) if matches!(status, 400 | 401) => Err(classify(
-                self.account,
-                self.oauth,
-                self.timeout,
-                &self.route,
-                Step::Device,
-                RequestTokenError::ServerResponse(r),
-            )
-            .error),
+            Ok(r) if matches!(status, 400 | 401) => Err(self
+                .refused(Step::Device, RequestTokenError::ServerResponse(r))
+                .error),
             _ => Err(fault(HttpFault::Status {
                 status,
                 body: describe_body(&content_type, &body),
@@ -146,16 +133,7 @@ impl OAuthClient<'_> {
                 kind: FailureKind::Temporary,
                 error: Error::software(format!("building the token request: {e}")),
             })?;
-        let classified = |e| {
-            classify(
-                self.account,
-                self.oauth,
-                self.timeout,
-                &self.route,
-                Step::Device,
-                e,
-            )
-        };
+        let classified = |e| self.refused(Step::Device, e);
         let (status, content_type, body) = match fetch(&self.http, req).await {
             Ok(answer) => answer,
             Err(f) => {

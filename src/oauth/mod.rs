@@ -529,16 +529,7 @@ impl<'a> OAuthClient<'a> {
                 screen(status, &ct, &body)?;
                 Ok((status, body))
             });
-        let failed = |e| {
-            Err(self.with_clock(classify(
-                self.account,
-                self.oauth,
-                self.timeout,
-                &self.route,
-                Step::App,
-                e,
-            )))
-        };
+        let failed = |e| Err(self.refused(Step::App, e));
         match answer {
             Err(fault) => failed(RequestTokenError::Request(fault)),
             Ok((200..=299, body)) => match serde_json::from_slice::<BasicTokenResponse>(&body) {
@@ -617,16 +608,22 @@ impl<'a> OAuthClient<'a> {
         >,
         step: Step,
     ) -> Result<TokenGrant, TokenError> {
-        match resp {
-            Ok(t) => Ok(TokenGrant::from(t)),
-            Err(e) => {
-                let e = classify(self.account, self.oauth, self.timeout, &self.route, step, e);
-                Err(if step == Step::App {
-                    self.with_clock(e)
-                } else {
-                    e
-                })
-            }
+        resp.map(TokenGrant::from)
+            .map_err(|e| self.refused(step, e))
+    }
+
+    /// A failed token-endpoint request in plain words (`classify`, with this client's
+    /// account, route and timeout); an app-only one also says how far off the clock is.
+    fn refused(
+        &self,
+        step: Step,
+        e: RequestTokenError<HttpFault, BasicErrorResponse>,
+    ) -> TokenError {
+        let e = classify(self.account, self.oauth, self.timeout, &self.route, step, e);
+        if step == Step::App {
+            self.with_clock(e)
+        } else {
+            e
         }
     }
 
