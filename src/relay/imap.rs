@@ -6,8 +6,6 @@
 
 use super::upstream::{self, FAILED_LOGIN_DELAY, LineError, Relay, login_ok, read_line, say};
 use crate::server::Proto;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
@@ -155,16 +153,7 @@ async fn authenticate_plain<S: AsyncRead + AsyncWrite + Unpin>(
             read_line(client).await.map_err(|_| ())?
         }
     };
-    let decoded = zeroize::Zeroizing::new(B64.decode(response.trim()).unwrap_or_default());
-    let mut parts = decoded.split(|b| *b == 0);
-    let _authz = parts.next();
-    let (Some(user), Some(pass)) = (parts.next(), parts.next()) else {
-        return Ok(None);
-    };
-    Ok(Some((
-        String::from_utf8_lossy(user).into_owned(),
-        zeroize::Zeroizing::new(String::from_utf8_lossy(pass).into_owned()),
-    )))
+    Ok(upstream::decode_plain(&response))
 }
 
 /// `LOGIN user password`, each an atom or a quoted string (RFC 9051 §4.3; literals are

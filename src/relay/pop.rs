@@ -5,8 +5,6 @@
 
 use super::upstream::{self, FAILED_LOGIN_DELAY, LineError, Relay, login_ok, read_line, say};
 use crate::server::Proto;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, BufReader};
@@ -107,17 +105,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin + Send>(relay: Arc<Relay>, 
                         }
                     }
                 };
-                let decoded =
-                    zeroize::Zeroizing::new(B64.decode(response.trim()).unwrap_or_default());
-                let mut parts = decoded.split(|b| *b == 0);
-                let _authz = parts.next();
-                match (parts.next(), parts.next()) {
-                    (Some(u), Some(p)) => Some((
-                        String::from_utf8_lossy(u).into_owned(),
-                        zeroize::Zeroizing::new(String::from_utf8_lossy(p).into_owned()),
-                    )),
-                    _ => Some((String::new(), zeroize::Zeroizing::new(String::new()))),
-                }
+                Some(upstream::decode_plain(&response).unwrap_or_else(upstream::no_login))
             }
             "QUIT" => {
                 let _ = say(&mut client, "+OK bye").await;

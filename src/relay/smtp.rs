@@ -146,15 +146,7 @@ async fn local_login<S: AsyncRead + AsyncWrite + Unpin>(
                     read_line(client).await.ok()?
                 }
             };
-            let decoded = zeroize::Zeroizing::new(B64.decode(response.trim()).unwrap_or_default());
-            // authzid NUL authcid NUL password (RFC 4616).
-            let mut parts = decoded.split(|b| *b == 0);
-            let _authz = parts.next();
-            let user = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-            let pass = zeroize::Zeroizing::new(
-                String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned(),
-            );
-            (user, pass)
+            upstream::decode_plain(&response).unwrap_or_else(upstream::no_login)
         }
         "LOGIN" => {
             let user = match initial {

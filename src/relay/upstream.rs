@@ -180,6 +180,29 @@ pub fn login_ok(relay: &Relay, user: &str, pass: &str) -> bool {
     who && right
 }
 
+/// A SASL PLAIN response (RFC 4616: base64 of authzid NUL authcid NUL password) as
+/// the user and password; `None` when it is not one.
+pub fn decode_plain(response: &str) -> Option<(String, zeroize::Zeroizing<String>)> {
+    use base64::Engine;
+    let decoded = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(response.trim())
+            .ok()?,
+    );
+    let mut parts = decoded.split(|b| *b == 0);
+    let _authz = parts.next();
+    let (user, pass) = (parts.next()?, parts.next()?);
+    Some((
+        String::from_utf8_lossy(user).into_owned(),
+        zeroize::Zeroizing::new(String::from_utf8_lossy(pass).into_owned()),
+    ))
+}
+
+/// No user and no password: a malformed login, which no relay password matches.
+pub fn no_login() -> (String, zeroize::Zeroizing<String>) {
+    (String::new(), zeroize::Zeroizing::new(String::new()))
+}
+
 /// Forwards `first` and then every byte both ways until either side closes.
 pub async fn splice<S: AsyncRead + AsyncWrite + Unpin>(
     client: BufReader<S>,
@@ -252,4 +275,20 @@ pub async fn read_line<S: AsyncRead + Unpin>(
 
 pub fn one_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_response_gives_its_user_and_password() {
+        // base64("\0bob\0s3cret") and base64("admin\0bob\0s3cret").
+        for r in ["AGJvYgBzM2NyZXQ=", "YWRtaW4AYm9iAHMzY3JldA=="] {
+            let (u, p) = decode_plain(r).unwrap();
+            assert_eq!((u.as_str(), p.as_str()), ("bob", "s3cret"), "{r}");
+        }
+        assert!(decode_plain("not base64!").is_none());
+        assert!(decode_plain("Ym9i").is_none(), "no NULs");
+    }
 }
