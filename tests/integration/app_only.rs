@@ -11,7 +11,7 @@ use common::mailtoken::*;
 use rustls::pki_types::{PrivateKeyDer, pem::PemObject};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 fn app_grants(app: &App) -> u64 {
     stats(&format!("client:{}", app.client_id), "app_grants")
@@ -50,20 +50,7 @@ fn an_expired_app_only_token_is_replaced_by_asking_again() {
 #[test]
 fn fifty_processes_at_once_make_one_app_only_token_request() {
     let (env, app) = app_env("app-fifty", None);
-    let children: Vec<_> = (0..50)
-        .map(|_| {
-            env.cmd()
-                .args(["token", "app"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outputs: Vec<_> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
+    let outputs = env.run_concurrently(50, &["token", "app"]);
     for o in &outputs {
         assert_exit(o, 0);
     }
@@ -236,12 +223,6 @@ fn app_certificate(dir: &Path, expired: bool) -> (PathBuf, PathBuf, Value) {
         "e": "AQAB",
     });
     (cert, key, json!({ "keys": [jwk] }))
-}
-
-#[cfg(unix)]
-fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// A world whose account `app` authenticates with `how` (the TOML lines that name the

@@ -6,7 +6,6 @@ use crate::common;
 
 use common::authserver;
 use common::mailtoken::*;
-use std::process::Stdio;
 
 #[test]
 fn fifty_processes_on_an_expired_token_cause_exactly_one_refresh() {
@@ -15,20 +14,7 @@ fn fifty_processes_on_an_expired_token_cause_exactly_one_refresh() {
     assert_exit(&env.login("c", &login), 0);
     env.expire("c");
 
-    let children: Vec<_> = (0..50)
-        .map(|_| {
-            env.cmd()
-                .args(["token", "c"])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    let outputs: Vec<_> = children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect();
+    let outputs = env.run_concurrently(50, &["token", "c"]);
     for o in &outputs {
         assert_exit(o, 0);
     }

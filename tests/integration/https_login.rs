@@ -111,11 +111,7 @@ fn an_https_localhost_login_arrives_at_the_tls_listener_with_a_certificate_of_it
 fn an_https_localhost_login_listens_on_the_port_given() {
     let login = unique_login("httpsport");
     let env = Env::with_file_store(&account_toml("mp", &login, Client::NativeHttps));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let p = port.to_string();
     let s = start(
         &env,

@@ -9,27 +9,47 @@ use common::mailserver::mailserver;
 use common::mailtoken::*;
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
+/// Python (the system's, with its standard library's mail clients) running `script`.
+fn python(script: &str) -> std::process::Output {
+    std::process::Command::new("python3")
+        .args(["-c", script])
+        .output()
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+}
+
+/// The config of account `r` for `login`: its `upstream` server line and its relay
+/// table's lines, the test CA trusted for the Dovecot it talks to.
+fn relay_account(login: &str, client: Client, upstream: &str, relay: &str) -> String {
+    format!(
+        "{}ca_file = \"{}\"\n{upstream}\n[accounts.r.relay]\n{relay}",
+        account_toml("r", login, client),
+        mailserver().ca.display()
+    )
+}
+
+/// The test Dovecot's server line for `proto`: submission with STARTTLS, IMAP and POP3
+/// with implicit TLS.
+fn dovecot(proto: &str) -> String {
+    let m = mailserver();
+    let (port, tls) = match proto {
+        "smtp" => (m.submission_port, "starttls"),
+        "imap" => (m.imaps_port, "implicit"),
+        _ => (m.pop3s_port, "implicit"),
+    };
+    format!("{proto} = {{ host = \"127.0.0.1\", port = {port}, tls = \"{tls}\" }}")
 }
 
 /// A logged-in account `r` whose SMTP server is Dovecot's submission port, with a relay
 /// on a port of its own (`auth` of the relay table), and its daemon.
 fn relay_world(tag: &str, auth: &str) -> (Env, String, u16, Daemon) {
-    let m = mailserver();
     let login = unique_login(tag);
     let port = free_port();
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\nauth = \"{auth}\"\n",
-            m.ca.display(),
-            m.submission_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &dovecot("smtp"),
+        &format!("smtp = \"127.0.0.1:{port}\"\nauth = \"{auth}\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     let daemon = env.serve();
@@ -59,11 +79,7 @@ fn msmtp_through(
         format!("account relay\nhost 127.0.0.1\nport {port}\nfrom {login}\ntls off\n{auth_lines}"),
     )
     .unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    set_mode(&rc, 0o600);
     let mut c = env.program("msmtp");
     c.arg(format!("--file={}", rc.display()))
         .args(["-a", "relay", "rcpt@example.test"]);
@@ -147,10 +163,7 @@ s.sendmail("{login}", ["rcpt@example.test"], "From: {login}\r\nTo: rcpt@example.
 s.quit()
 "#
     );
-    let o = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let o = python(&script);
     assert!(o.status.success(), "python: {}{}", stdout(&o), stderr(&o));
     assert!(
         mailserver()
@@ -189,10 +202,7 @@ except smtplib.SMTPConnectError as e:
     print(e.smtp_error.decode())
 "#
     );
-    let o = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let o = python(&script);
     let out = stdout(&o);
     let mut lines = out.lines();
     let code = lines.next().and_then(|l| l.parse().ok()).unwrap_or(-1);
@@ -204,11 +214,12 @@ fn a_real_server_that_is_down_gives_the_client_a_temporary_failure() {
     let port = free_port();
     let dead = free_port();
     let login = unique_login("relay-down");
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "smtp = {{ host = \"127.0.0.1\", port = {dead}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n"
-        );
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &format!("smtp = {{ host = \"127.0.0.1\", port = {dead}, tls = \"starttls\" }}"),
+        &format!("smtp = \"127.0.0.1:{port}\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     let _daemon = env.serve();
@@ -224,12 +235,12 @@ fn a_real_server_that_is_down_gives_the_client_a_temporary_failure() {
 fn an_account_that_needs_a_login_gives_a_permanent_refusal_that_says_so() {
     let port = free_port();
     let login = unique_login("relay-nologin");
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "smtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
-            mailserver().submission_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &dovecot("smtp"),
+        &format!("smtp = \"127.0.0.1:{port}\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     let _daemon = env.serve();
     let (code, text) = python_greeting(port);
@@ -242,13 +253,12 @@ fn a_token_the_server_refuses_is_refreshed_once_and_the_message_still_goes_out()
     let m = mailserver();
     let login = unique_login("relay-refresh");
     let port = free_port();
-    let acct = account_toml("r", &login, Client::NativeShort)
-        + &format!(
-            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
-            m.ca.display(),
-            m.submission_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::NativeShort,
+        &dovecot("smtp"),
+        &format!("smtp = \"127.0.0.1:{port}\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     // The token dies at the server (6 s lifetime) while the record still calls it
@@ -277,13 +287,12 @@ fn pythons_imaplib_logs_in_through_the_imap_relay_reads_a_message_and_idles() {
     let m = mailserver();
     let login = unique_login("relay-imap");
     let port = free_port();
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "ca_file = \"{}\"\nimap = {{ host = \"127.0.0.1\", port = {}, tls = \"implicit\" }}\n\
-             [accounts.r.relay]\nimap = \"127.0.0.1:{port}\"\n",
-            m.ca.display(),
-            m.imaps_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &dovecot("imap"),
+        &format!("imap = \"127.0.0.1:{port}\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     let _daemon = env.serve();
@@ -361,13 +370,12 @@ fn pythons_poplib_logs_in_through_the_pop3_relay_and_retrieves_a_message() {
     let m = mailserver();
     let login = unique_login("relay-pop");
     let port = free_port();
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "ca_file = \"{}\"\npop = {{ host = \"127.0.0.1\", port = {}, tls = \"implicit\" }}\n\
-             [accounts.r.relay]\npop = \"127.0.0.1:{port}\"\n",
-            m.ca.display(),
-            m.pop3s_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &dovecot("pop"),
+        &format!("pop = \"127.0.0.1:{port}\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     let _daemon = env.serve();
@@ -398,10 +406,7 @@ assert b"POPMARK" in b"\n".join(lines), lines
 P.quit()
 "#
     );
-    let o = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let o = python(&script);
     assert!(o.status.success(), "python: {}{}", stdout(&o), stderr(&o));
 }
 
@@ -429,13 +434,12 @@ fn postfix_relays_through_the_relay_with_a_plain_login_also_after_the_token_expi
     let m = mailserver();
     let login = unique_login("relay-postfix");
     let port = free_port();
-    let acct = account_toml("r", &login, Client::NativeShort)
-        + &format!(
-            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
-            m.ca.display(),
-            m.submission_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::NativeShort,
+        &dovecot("smtp"),
+        &format!("smtp = \"127.0.0.1:{port}\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     let _daemon = env.serve();
@@ -472,13 +476,12 @@ fn postfix_without_a_login_relays_a_10_mb_message_intact() {
     let m = mailserver();
     let login = unique_login("relay-postfix-big");
     let port = free_port();
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\nauth = \"none\"\n",
-            m.ca.display(),
-            m.submission_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &dovecot("smtp"),
+        &format!("smtp = \"127.0.0.1:{port}\"\nauth = \"none\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     let _daemon = env.serve();
@@ -518,13 +521,12 @@ fn postfix_set_up_by_what_setup_postfix_prints_relays_through_the_relay() {
     let m = mailserver();
     let login = unique_login("relay-setup-postfix");
     let port = free_port();
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
-            m.ca.display(),
-            m.submission_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &dovecot("smtp"),
+        &format!("smtp = \"127.0.0.1:{port}\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     let _daemon = env.serve();
@@ -564,16 +566,14 @@ fn postfix_set_up_by_what_setup_postfix_prints_relays_through_the_relay() {
 
 #[test]
 fn a_revoked_grant_refuses_the_client_for_good_and_notifies_once() {
-    let m = mailserver();
     let login = unique_login("relay-revoked");
     let port = free_port();
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\n",
-            m.ca.display(),
-            m.submission_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &dovecot("smtp"),
+        &format!("smtp = \"127.0.0.1:{port}\"\n"),
+    );
     let env = Env::with_file_store(&acct);
     let notes = env.dir.path().join("notes");
     let config = std::fs::read_to_string(env.config_path()).unwrap();
@@ -630,10 +630,7 @@ if errors:
     sys.exit("\n".join(errors))
 "#
     );
-    let o = std::process::Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
+    let o = python(&script);
     assert!(o.status.success(), "python: {}", stderr(&o));
     let m = mailserver();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -720,21 +717,21 @@ if greeting.startswith("220"):
 
 #[test]
 fn a_unix_socket_relay_lets_the_listed_local_users_in_without_a_login_and_no_one_else() {
-    use std::os::unix::fs::PermissionsExt;
     let m = mailserver();
     let login = unique_login("relay-users");
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    set_mode(dir.path(), 0o755);
     let socket = dir.path().join("smtp");
     // nobody (65534) is listed; daemon (1), a real second user, is not.
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"{}\"\nauth = \"users\"\nusers = [65534]\n",
-            m.ca.display(),
-            m.submission_port,
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &dovecot("smtp"),
+        &format!(
+            "smtp = \"{}\"\nauth = \"users\"\nusers = [65534]\n",
             socket.display()
-        );
+        ),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     let _daemon = env.serve();
@@ -763,16 +760,14 @@ fn a_unix_socket_relay_lets_the_listed_local_users_in_without_a_login_and_no_one
 
 #[test]
 fn a_relay_at_its_connection_limit_tells_the_next_client_to_come_back_later() {
-    let m = mailserver();
     let login = unique_login("relay-limit");
     let port = free_port();
-    let acct = account_toml("r", &login, Client::Native)
-        + &format!(
-            "ca_file = \"{}\"\nsmtp = {{ host = \"127.0.0.1\", port = {}, tls = \"starttls\" }}\n\
-             [accounts.r.relay]\nsmtp = \"127.0.0.1:{port}\"\nmax_connections = 1\n",
-            m.ca.display(),
-            m.submission_port
-        );
+    let acct = relay_account(
+        &login,
+        Client::Native,
+        &dovecot("smtp"),
+        &format!("smtp = \"127.0.0.1:{port}\"\nmax_connections = 1\n"),
+    );
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login("r", &login), 0);
     let _daemon = env.serve();

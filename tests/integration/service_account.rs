@@ -29,11 +29,7 @@ fn new_key(delegated: bool) -> Value {
 
 fn write_key(path: &Path, key: &Value, mode: u32) {
     std::fs::write(path, serde_json::to_vec_pretty(key).unwrap()).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
-    }
+    set_mode(path, mode);
 }
 
 /// A world with a Google account `sa` acting as `mailbox` with `key` (in a file of

@@ -7,7 +7,6 @@
 use crate::common;
 
 use common::mailtoken::*;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ const NOBODY: &str = "65534";
 fn the_system_daemon_serves_members_of_its_group_and_refuses_other_users() {
     let (env, app) = app_env("system-svc", None);
     let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    set_mode(dir.path(), 0o755);
     let socket = dir.path().join("socket");
     // As mailtoken.socket would: systemd's own activator binds the socket and starts
     // the daemon with it (LISTEN_FDS), with the world's environment.
@@ -51,7 +50,7 @@ fn the_system_daemon_serves_members_of_its_group_and_refuses_other_users() {
     // systemd-socket-activate made the socket; mailtoken.socket's SocketMode=0660
     // with SocketGroup= is the same door: the group may connect.
     wait_for(&socket);
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    set_mode(&socket, 0o666);
     let front = copy_front(dir.path());
     let as_user = |groups: &[&str]| {
         let mut c = Command::new("setpriv");
@@ -97,7 +96,7 @@ fn the_system_daemon_serves_members_of_its_group_and_refuses_other_users() {
 fn copy_front(dir: &Path) -> std::path::PathBuf {
     let to = dir.join("mailtoken");
     std::fs::copy(BIN, &to).unwrap();
-    std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o755)).unwrap();
+    set_mode(&to, 0o755);
     to
 }
 

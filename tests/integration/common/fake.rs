@@ -154,24 +154,8 @@ pub fn outage_endpoint() -> Outage {
 /// the test CA) that answers every request with `body` (200, JSON): for a request that
 /// must reach an https endpoint, such as one through a proxy's CONNECT tunnel.
 pub fn https_token_endpoint(body: &'static str) -> FakeEndpoint {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
     use std::io::{BufRead, BufReader, Read, Write};
-    let tls = super::mailserver::mailserver().dir.join("tls");
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(tls.join("server.pem"))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(tls.join("server-key.pem")).unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap(),
-    );
+    let config = super::mailserver::mailserver().server_tls_config();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let count = Arc::new(AtomicU32::new(0));

@@ -265,6 +265,30 @@ impl MailServer {
         }
     }
 
+    /// A rustls server configuration with the test mail server's own certificate
+    /// (valid for localhost, 127.0.0.1 and ::1, signed by the test CA): for the FAKE
+    /// servers that clients must trust through `ca_file` as they trust Dovecot.
+    pub fn server_tls_config(&self) -> Arc<rustls::ServerConfig> {
+        let tls = self.dir.join("tls");
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(tls.join("server.pem"))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+        let key =
+            rustls::pki_types::PrivateKeyDer::from_pem_file(tls.join("server-key.pem")).unwrap();
+        Arc::new(
+            rustls::ServerConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+        )
+    }
+
     /// A rustls client configuration trusting only the test CA ([`MailServer::ca`]).
     pub fn tls_config(&self) -> Arc<ClientConfig> {
         let mut roots = RootCertStore::empty();

@@ -215,6 +215,24 @@ impl Env {
         finish(child, stderr_rest)
     }
 
+    /// `mailtoken ARGS...` started `n` times at once; their outputs, in order.
+    pub fn run_concurrently(&self, n: usize, args: &[&str]) -> Vec<Output> {
+        let children: Vec<Child> = (0..n)
+            .map(|_| {
+                self.cmd()
+                    .args(args)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    }
+
     /// The stored record of `account` in the file store, as JSON.
     pub fn stored(&self, account: &str) -> serde_json::Value {
         let text = std::fs::read_to_string(self.tokens_path()).unwrap();
@@ -255,11 +273,7 @@ pub fn app_env(tag: &str, lifetime: Option<u32>) -> (Env, App) {
     let env = Env::with_file_store("");
     let secret = env.dir.path().join("app-secret");
     std::fs::write(&secret, format!("{}\n", app.client_secret)).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    set_mode(&secret, 0o600);
     env.write_config(&format!(
         "timeout = \"10s\"\n[store]\nkind = \"file\"\n{}",
         app_account("app", &app, &secret.display().to_string())
@@ -284,6 +298,21 @@ pub fn app_account(name: &str, app: &App, secret_file: &str) -> String {
         m.pop3s_port,
         m.submission_port,
     )
+}
+
+/// A loopback port that is free now (bound and let go), for a server a test starts.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sets a file's or directory's permission bits.
+pub fn set_mode(p: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// The wall clock in Unix seconds, as records keep it.

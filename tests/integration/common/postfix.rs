@@ -3,7 +3,7 @@
 //! `relayhost` (the mailtoken relay under test), with or without a SASL login there.
 //! Stopped when dropped.
 
-use std::path::Path;
+use super::mailtoken::{free_port, set_mode};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -11,14 +11,6 @@ pub struct Postfix {
     dir: tempfile::TempDir,
     /// Where it takes mail (SMTP).
     pub port: u16,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Postfix {
@@ -141,9 +133,4 @@ impl Drop for Postfix {
     fn drop(&mut self) {
         let _ = self.postfix("stop");
     }
-}
-
-fn set_mode(p: &Path, mode: u32) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }

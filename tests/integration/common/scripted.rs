@@ -7,7 +7,6 @@
 //! twice (once more with a refreshed token).
 
 use super::mailserver::mailserver;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -57,22 +56,7 @@ impl Scripted {
 /// Serves `greeting` and then `script` to each connection, until the test ends.
 pub fn serve(greeting: &'static [&'static str], script: &'static [Exchange]) -> Scripted {
     let m = mailserver();
-    let tls = m.dir.join("tls");
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(tls.join("server.pem"))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
-    let key = PrivateKeyDer::from_pem_file(tls.join("server-key.pem")).unwrap();
-    let config = Arc::new(
-        rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .unwrap(),
-    );
+    let config = m.server_tls_config();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let heard = Arc::new(Mutex::new(Vec::new()));
