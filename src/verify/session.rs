@@ -51,30 +51,9 @@ pub async fn check(
     forced: Option<Mechanism>,
     limit: Duration,
 ) -> Attempt {
-    let mut s = Session {
-        target,
-        conn: Connection::new(target, tls, limit),
-        offered: Vec::new(),
-        mechanism: None,
-        message: target.message.as_ref(),
-        keep_open: false,
-        extensions: Vec::new(),
-    };
-    let result = match target.proto {
-        Proto::Imap => s.imap(cred, forced).await,
-        Proto::Pop => s.pop(cred, forced).await,
-        Proto::Smtp => s.smtp(cred, forced).await,
-    };
-    let outcome = match result {
-        Ok(o) | Err(o) => o,
-    };
-    Attempt {
-        tls_version: s.conn.tls_version,
-        offered: s.offered,
-        mechanism: s.mechanism,
-        outcome,
-        transcript: s.conn.transcript,
-    }
+    let mut s = Session::new(target, tls, limit, false);
+    let outcome = s.run(cred, forced).await;
+    s.into_attempt(outcome)
 }
 
 /// What one dialogue works with; its methods are in `sasl` and the protocol files.
@@ -87,7 +66,8 @@ pub(super) struct Session<'a> {
     pub(super) message: Option<&'a TestMessage>,
     /// SMTP only: stop once signed in and leave the connection open (a relay's).
     pub(super) keep_open: bool,
-    /// SMTP: the server's last EHLO answer, its lines' texts after the first.
+    /// What the server said it offers, for a relay: SMTP's EHLO lines after the
+    /// first, IMAP's capabilities, POP3's CAPA list.
     pub(super) extensions: Vec<String>,
 }
 
@@ -109,35 +89,55 @@ pub async fn sign_in(
     cred: &Credential<'_>,
     limit: Duration,
 ) -> Result<SignedIn, Attempt> {
-    let mut s = Session {
-        target,
-        conn: Connection::new(target, tls, limit),
-        offered: Vec::new(),
-        mechanism: None,
-        message: None,
-        keep_open: true,
-        extensions: Vec::new(),
-    };
-    let result = match target.proto {
-        Proto::Smtp => s.smtp(cred, None).await,
-        Proto::Imap => s.imap(cred, None).await,
-        Proto::Pop => s.pop(cred, None).await,
-    };
-    let outcome = match result {
-        Ok(o) | Err(o) => o,
-    };
+    let mut s = Session::new(target, tls, limit, true);
+    let outcome = s.run(cred, None).await;
     match (&outcome, s.conn.take_io()) {
         (Outcome::Accepted { .. }, Some(io)) => Ok(SignedIn {
             io,
             extensions: s.extensions,
         }),
-        _ => Err(Attempt {
-            tls_version: s.conn.tls_version,
-            offered: s.offered,
-            mechanism: s.mechanism,
+        _ => Err(s.into_attempt(outcome)),
+    }
+}
+
+impl<'a> Session<'a> {
+    fn new(
+        target: &'a Target,
+        tls: &'a Arc<rustls::ClientConfig>,
+        limit: Duration,
+        keep_open: bool,
+    ) -> Session<'a> {
+        Session {
+            target,
+            conn: Connection::new(target, tls, limit),
+            offered: Vec::new(),
+            mechanism: None,
+            message: target.message.as_ref(),
+            keep_open,
+            extensions: Vec::new(),
+        }
+    }
+
+    /// The protocol's dialogue, to its outcome.
+    async fn run(&mut self, cred: &Credential<'_>, forced: Option<Mechanism>) -> Outcome {
+        let result = match self.target.proto {
+            Proto::Imap => self.imap(cred, forced).await,
+            Proto::Pop => self.pop(cred, forced).await,
+            Proto::Smtp => self.smtp(cred, forced).await,
+        };
+        match result {
+            Ok(o) | Err(o) => o,
+        }
+    }
+
+    fn into_attempt(self, outcome: Outcome) -> Attempt {
+        Attempt {
+            tls_version: self.conn.tls_version,
+            offered: self.offered,
+            mechanism: self.mechanism,
             outcome,
-            transcript: s.conn.transcript,
-        }),
+            transcript: self.conn.transcript,
+        }
     }
 }
 
