@@ -15,7 +15,7 @@ use std::time::Duration;
 #[derive(Parser, Debug)]
 #[command(
     name = "mailtoken",
-    version,
+    version = crate::VERSION,
     about = "OAuth 2.0 credential helper and token broker for mail programs",
     long_about = "OAuth 2.0 credential helper and token broker for mail programs.\n\n\
         Log in once in the browser with `mailtoken login ACCOUNT`; then use \
@@ -34,7 +34,96 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+// Parsed once per run and matched at once: the size of `Add` costs nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
+    /// Set up a new account from its address: find the provider and servers, ask only
+    /// what is missing, add the account to the config, log in, verify, and print the
+    /// mail program's settings.
+    ///
+    /// Without a terminal it asks nothing: every answer is a flag, and a missing one is
+    /// an error naming it (exit 64). The config file keeps every byte it had.
+    Add {
+        /// The mail address, as in alice@example.com.
+        address: String,
+        /// The account's name in mailtoken's config (default: from the address).
+        name: Option<String>,
+        /// A provider preset instead of looking the address up (`mailtoken providers`).
+        #[arg(long, value_name = "NAME", help_heading = "Answers")]
+        provider: Option<String>,
+        /// oauth (tokens, the default where the provider has OAuth) or password (an app
+        /// password, kept in the OS keyring).
+        #[arg(long, value_name = "KIND", value_parser = ["oauth", "password"], help_heading = "Answers")]
+        auth: Option<String>,
+        /// The login name, when it is not the address.
+        #[arg(long, help_heading = "Answers")]
+        user: Option<String>,
+        /// Microsoft: common, organizations, consumers, a tenant ID or a domain.
+        #[arg(long, help_heading = "Answers")]
+        tenant: Option<String>,
+        /// The OAuth client ID of your registration.
+        #[arg(long, value_name = "ID", help_heading = "Answers")]
+        client_id: Option<String>,
+        /// A command printing the OAuth client secret (`pass show mail/client-secret`).
+        #[arg(long, value_name = "CMD", help_heading = "Answers")]
+        client_secret_cmd: Option<String>,
+        /// The OAuth client has no secret (a public client); do not ask for one.
+        #[arg(long, conflicts_with = "client_secret_cmd", help_heading = "Answers")]
+        no_client_secret: bool,
+        /// The OAuth scopes to ask for, space-separated (default: what discovery found).
+        #[arg(long, value_name = "LIST", value_delimiter = ' ', num_args = 1.., help_heading = "Answers")]
+        scopes: Option<Vec<String>>,
+        /// The IMAP server, HOST[:PORT] (instead of or beside what was found).
+        #[arg(long, value_name = "HOST[:PORT]", help_heading = "Answers")]
+        imap: Option<String>,
+        /// The POP3 server, HOST[:PORT].
+        #[arg(long, value_name = "HOST[:PORT]", help_heading = "Answers")]
+        pop: Option<String>,
+        /// The SMTP submission server, HOST[:PORT].
+        #[arg(long, value_name = "HOST[:PORT]", help_heading = "Answers")]
+        smtp: Option<String>,
+        /// Where the tokens go when the config has no [store]: keyring or file.
+        #[arg(long, value_name = "KIND", help_heading = "Answers")]
+        store: Option<String>,
+        /// Read the app password from the first line of stdin instead of asking.
+        #[arg(long, help_heading = "Answers")]
+        password_stdin: bool,
+        /// A CA certificate (PEM) to trust beside the system's, for the servers and
+        /// the autoconfig fetch (a private CA); written into the account as ca_file.
+        #[arg(long, value_name = "FILE", help_heading = "Discovery")]
+        ca_file: Option<std::path::PathBuf>,
+        /// Ask this DNS server instead of the system's (split-horizon networks).
+        #[arg(long, value_name = "HOST:PORT", help_heading = "Discovery")]
+        dns: Option<std::net::SocketAddr>,
+        /// Do not ask Thunderbird's ISPDB (autoconfig.thunderbird.net).
+        #[arg(long, help_heading = "Discovery")]
+        no_ispdb: bool,
+        /// Write the account, and stop: no login, no verify.
+        #[arg(long, help_heading = "Afterwards")]
+        no_login: bool,
+        /// Log in, but do not verify the servers.
+        #[arg(long, help_heading = "Afterwards")]
+        no_verify: bool,
+        /// Log in with a code entered on another device (as `login --device`).
+        #[arg(long, conflicts_with_all = ["paste", "no_browser"], help_heading = "Afterwards")]
+        device: bool,
+        /// Log in by pasting the address the browser lands on (as `login --paste`).
+        #[arg(long, help_heading = "Afterwards")]
+        paste: bool,
+        /// Print the login URL instead of opening a browser.
+        #[arg(long, help_heading = "Afterwards")]
+        no_browser: bool,
+        /// The mail program to print the settings for (asked on a terminal).
+        #[arg(long, value_enum, help_heading = "Afterwards")]
+        client: Option<Client>,
+        /// Also put the settings into the mail program's own config file (a backup of
+        /// the old file is kept; a second run replaces its own block).
+        #[arg(long, requires = "client", help_heading = "Afterwards")]
+        write: bool,
+        /// Show what would be written and done, and change nothing.
+        #[arg(long, help_heading = "Afterwards")]
+        dry_run: bool,
+    },
     /// Log in through the browser and store the tokens.
     Login {
         account: String,
@@ -164,11 +253,10 @@ pub enum Command {
         /// get, store or erase (given by git; any other operation is ignored).
         operation: String,
     },
-    /// Print shell completions.
-    #[command(hide = true)]
+    /// Print shell completions: bash, zsh, fish, elvish or powershell (see the README
+    /// for where each goes).
     Completions { shell: clap_complete::Shell },
-    /// Print the man page (roff).
-    #[command(hide = true)]
+    /// Print the man page (roff): `mailtoken man | man -l -`.
     Man,
 }
 

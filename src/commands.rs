@@ -23,6 +23,65 @@ use std::time::Duration;
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Add {
+            address,
+            name,
+            provider,
+            auth,
+            user,
+            tenant,
+            client_id,
+            client_secret_cmd,
+            no_client_secret,
+            scopes,
+            imap,
+            pop,
+            smtp,
+            store,
+            password_stdin,
+            ca_file,
+            dns,
+            no_ispdb,
+            no_login,
+            no_verify,
+            device,
+            paste,
+            no_browser,
+            client,
+            write,
+            dry_run,
+        } => crate::add::run(crate::add::AddOptions {
+            address,
+            name,
+            provider,
+            auth,
+            user,
+            tenant,
+            client_id,
+            client_secret_cmd,
+            no_client_secret,
+            scopes,
+            imap,
+            pop,
+            smtp,
+            store,
+            ca_file,
+            dns,
+            no_ispdb,
+            password_stdin,
+            no_login,
+            no_verify,
+            login: LoginOptions {
+                open_browser: !no_browser,
+                port: None,
+                paste,
+                device,
+                timeout: Duration::from_secs(300),
+            },
+            client,
+            write,
+            dry_run,
+        }),
         Command::Token {
             account,
             format,
@@ -129,7 +188,7 @@ pub fn token(req: Request) -> Result<()> {
 
 /// `mailtoken login`: obtains tokens in the browser (or from a pasted URL) and stores
 /// them; a running daemon waits for it (`token --wait`) and reads the store after.
-fn login(account: &str, opts: &LoginOptions) -> Result<()> {
+pub(crate) fn login(account: &str, opts: &LoginOptions) -> Result<()> {
     let broker = open_broker(true)?;
     let acct = broker.account(account)?;
     // An app-password or app-only account has nothing to log in to: say so first.

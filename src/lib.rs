@@ -5,12 +5,14 @@
 //! to exit codes; everything else lives here so that tests can use it directly.
 //! ARCHITECTURE.md at the repository root is the map.
 
+pub mod add;
 pub mod broker;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod credential;
 pub mod daemon;
+pub mod discover;
 pub mod error;
 pub mod format;
 pub mod gitcred;
@@ -39,3 +41,11 @@ pub mod status;
 pub mod store;
 pub mod tls;
 pub mod verify;
+
+/// `mailtoken --version`: the crate's version and the commit it was built from (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("MAILTOKEN_COMMIT"),
+    ")"
+);

@@ -15,6 +15,7 @@ mod resolve;
 mod source;
 
 pub use account::{Account, Auth, ClientAuth, Grant, KeyMaterial, KeySource, OAuth, Redirect};
+pub use resolve::valid_account_name;
 pub use source::endpoint_url;
 
 use crate::error::{Error, Result};

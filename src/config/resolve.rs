@@ -106,7 +106,7 @@ pub(super) fn resolve(
     })
 }
 
-fn valid_account_name(name: &str) -> bool {
+pub fn valid_account_name(name: &str) -> bool {
     !name.is_empty()
         && name
             .chars()

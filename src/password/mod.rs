@@ -4,7 +4,7 @@
 //! looks it up by (`keyring.rs`), so msmtp finds it with no password line in its
 //! config, and `mailtoken password` (or `token`) prints it for every other program.
 
-mod input;
+pub mod input;
 pub mod keyring;
 
 use crate::config::Account;
@@ -94,6 +94,15 @@ pub fn set_password(account: &Account) -> Result<String> {
     let password = input::read_password(&prompt)?;
     let store = keyring::open()?;
     store_in(&*store, account, &key, &password)
+}
+
+/// Stores an app password read earlier (by `add`, which asks everything before it
+/// writes anything). Returns what to tell the person.
+pub fn store_password(account: &Account, password: &Secret) -> Result<String> {
+    require_app_password(account)?;
+    let key = item_key(account)?;
+    let store = keyring::open()?;
+    store_in(&*store, account, &key, password)
 }
 
 fn store_in(

@@ -100,6 +100,15 @@ pub fn open(cfg: &StoreConfig) -> Result<Opened> {
     })
 }
 
+/// Why no keyring answers, or `None` when one does (it may still be locked): what
+/// `auto` would fall back to the file store for. For `add`, before it asks.
+pub fn keyring_unreachable() -> Option<String> {
+    match keyring::KeyringStore::try_open() {
+        Err(keyring::OpenError::Unreachable(reason)) => Some(reason),
+        _ => None,
+    }
+}
+
 fn file_store(cfg: &StoreConfig) -> file::FileStore {
     match &cfg.path {
         Some(p) => file::FileStore::new(crate::paths::expand_home(p)),

@@ -5,6 +5,7 @@
 
 mod common;
 
+mod add;
 mod app_only;
 mod app_password;
 mod authserver_selftest;

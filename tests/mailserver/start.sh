@@ -34,6 +34,8 @@
 #   - PLAIN / LOGIN: only the passwd-file passdb DIR/conf/users, app passwords:
 #       app@example.test   app-pass-word-1234
 #       app2@example.test  app-pass-word-5678
+#       add@srv.test       add-pass-word-9012   (mailtoken add's tests, tests/discovery/)
+#       add@wk.test        add-pass-word-3456
 #   - userdb static (allow_all_users): the mailbox of user U (lower-cased, as Dovecot's
 #     auth_username_format %Lu does) is the Maildir DIR/mail/U/Maildir; a file written
 #     into its new/ (via tmp/ and a rename) is an INBOX message for IMAP and POP3.
@@ -202,6 +204,8 @@ EOF
 cat >"$run/conf/users" <<'EOF'
 app@example.test:{PLAIN}app-pass-word-1234
 app2@example.test:{PLAIN}app-pass-word-5678
+add@srv.test:{PLAIN}add-pass-word-9012
+add@wk.test:{PLAIN}add-pass-word-3456
 EOF
 chmod 644 "$run/conf/users" "$run/conf/dovecot-oauth2.conf.ext"
 

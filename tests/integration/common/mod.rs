@@ -10,3 +10,4 @@ pub mod mailtoken;
 pub mod pinned;
 pub mod postfix;
 pub mod scripted;
+pub mod tmux;
