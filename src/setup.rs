@@ -487,6 +487,12 @@ impl Setup<'_> {
             smtp.host, smtp.port
         );
         let _ = writeln!(o, "outgoing-cred-cmd = {}", self.token_cmd("smtp"));
+        if smtp.tls == Tls::Starttls {
+            // aerc 0.14 (Debian 12) refuses to send otherwise ("STARTTLS is supported
+            // by this server, but not set in accounts.conf"); later versions always
+            // use STARTTLS on smtp:// and drop the option.
+            let _ = writeln!(o, "smtp-starttls = yes");
+        }
         let _ = writeln!(o, "from = <{}>", self.account.user);
         if self.gmail() {
             let _ = writeln!(o, "check-mail = 10m");
@@ -545,57 +551,46 @@ impl Setup<'_> {
         Ok(o)
     }
 
+    /// himalaya 2 (the v2 config: `imap.server`, `imap.sasl.*`; see its MIGRATION.md).
     fn himalaya(&self) -> Result<String> {
         let imap = self.server(Proto::Imap, "IMAP")?;
         let smtp = self.server(Proto::Smtp, "SMTP")?;
-        let enc = |t: Tls| match t {
-            Tls::Implicit => "tls",
-            Tls::Starttls => "start-tls",
-        };
         let q = |s: &str| toml_quote(s);
         let mut o = String::new();
-        self.header(
-            &mut o,
-            "#",
-            "himalaya 1.x",
-            "~/.config/himalaya/config.toml",
-        );
-        let _ = writeln!(
-            o,
-            "# Not run by mailtoken's test suite (himalaya is not packaged for Debian 12)."
-        );
+        self.header(&mut o, "#", "himalaya 2", "~/.config/himalaya/config.toml");
         let a = format!("accounts.{}", toml_key(self.name()));
         let _ = writeln!(o, "[{a}]");
         let _ = writeln!(o, "email = {}", q(&self.account.user));
-        let _ = writeln!(o, "backend.type = \"imap\"");
-        let _ = writeln!(o, "backend.host = {}", q(&imap.host));
-        let _ = writeln!(o, "backend.port = {}", imap.port);
-        let _ = writeln!(o, "backend.encryption.type = \"{}\"", enc(imap.tls));
-        let _ = writeln!(o, "backend.login = {}", q(&self.account.user));
-        self.himalaya_auth(&mut o, "backend", "imap");
-        let _ = writeln!(o, "message.send.backend.type = \"smtp\"");
-        let _ = writeln!(o, "message.send.backend.host = {}", q(&smtp.host));
-        let _ = writeln!(o, "message.send.backend.port = {}", smtp.port);
-        let _ = writeln!(
-            o,
-            "message.send.backend.encryption.type = \"{}\"",
-            enc(smtp.tls)
-        );
-        let _ = writeln!(o, "message.send.backend.login = {}", q(&self.account.user));
-        self.himalaya_auth(&mut o, "message.send.backend", "smtp");
-        Ok(o)
-    }
-
-    fn himalaya_auth(&self, o: &mut String, prefix: &str, proto: &str) {
-        let cmd = toml_quote(&self.token_cmd(proto));
-        if self.password() {
-            let _ = writeln!(o, "{prefix}.auth.type = \"password\"");
-            let _ = writeln!(o, "{prefix}.auth.cmd = {cmd}");
-        } else {
-            let _ = writeln!(o, "{prefix}.auth.type = \"oauth2\"");
-            let _ = writeln!(o, "{prefix}.auth.method = \"{}\"", self.sasl.lower());
-            let _ = writeln!(o, "{prefix}.auth.access-token.cmd = {cmd}");
+        for (proto, s, name) in [("imap", imap, "imap"), ("smtp", smtp, "smtp")] {
+            // imaps:// and smtps:// are implicit TLS; imap:// and smtp:// with
+            // starttls = true upgrade the plain connection (never left plain).
+            let scheme = match s.tls {
+                Tls::Implicit => format!("{name}s"),
+                Tls::Starttls => name.to_owned(),
+            };
+            let _ = writeln!(
+                o,
+                "{proto}.server = {}",
+                q(&format!("{scheme}://{}:{}", s.host, s.port))
+            );
+            if s.tls == Tls::Starttls {
+                let _ = writeln!(o, "{proto}.starttls = true");
+            }
+            if let Some(f) = &self.account.ca_file {
+                let _ = writeln!(o, "{proto}.tls.cert = {}", q(&f.display().to_string()));
+            }
+            let cmd = q(&self.token_cmd(proto));
+            let user = q(&self.account.user);
+            if self.password() {
+                let _ = writeln!(o, "{proto}.sasl.plain.username = {user}");
+                let _ = writeln!(o, "{proto}.sasl.plain.password.command = {cmd}");
+            } else {
+                let m = self.sasl.lower();
+                let _ = writeln!(o, "{proto}.sasl.{m}.username = {user}");
+                let _ = writeln!(o, "{proto}.sasl.{m}.token.command = {cmd}");
+            }
         }
+        Ok(o)
     }
 }
 
@@ -771,7 +766,11 @@ mod tests {
             "{r}"
         );
         let h = snippet(Client::Himalaya, a, "/bin/mailtoken", Sasl::Xoauth2).unwrap();
-        assert!(h.contains("backend.auth.type = \"password\""), "{h}");
+        assert!(
+            h.contains("imap.sasl.plain.password.command = \"/bin/mailtoken password fm\""),
+            "{h}"
+        );
+        assert!(!h.contains("backend."), "no himalaya 1 keys: {h}");
     }
 
     #[test]

@@ -76,7 +76,13 @@ impl Tmux {
             .args(["capture-pane", "-p", "-J", "-S", "-", "-E", "-"])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        let text = String::from_utf8_lossy(&o.stdout);
+        let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
+        let end = lines
+            .iter()
+            .rposition(|l| !l.is_empty())
+            .map_or(0, |i| i + 1);
+        lines[..end].join("\n")
     }
 
     /// Waits until the screen shows `needle` (in text printed after `after` bytes of
