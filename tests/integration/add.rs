@@ -298,27 +298,20 @@ fn add_explains_a_domain_with_nothing_to_find_and_how_to_spell_the_servers_out()
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
     assert_eq!(config_text(&env), before);
-    // Spelled out, it works.
+    // Spelled out as the message says, it goes on to a mail program that sends.
+    let m = mailserver();
+    let (imap, smtp) = (format!("localhost:{}", m.imaps_port), format!("localhost:{}", m.submissions_port));
     let o = add(
         &env,
-        &[
-            "x@none.test",
-            "--imap",
-            "imap.none.test",
-            "--smtp",
-            "smtp.none.test:587",
-            "--auth",
-            "password",
-            "--dry-run",
-        ],
-        "",
+        &["add@none.test", "none", "--imap", &imap, "--smtp", &smtp, "--auth", "password", "--password-stdin", "--client", "msmtp"],
+        "add-pass-word-7890\n",
     );
     assert_exit(&o, 0);
-    assert!(
-        stderr(&o).contains("smtp = { host = \"smtp.none.test\", port = 587, tls = \"starttls\" }"),
-        "{}",
-        stderr(&o)
-    );
+    let err = stderr(&o);
+    assert!(err.contains(&format!("IMAP localhost:{} (implicit TLS), from --imap", m.imaps_port)), "{err}");
+    assert!(err.contains(&format!("  SMTP localhost:{}: logged in with PLAIN", m.submissions_port)), "{err}");
+    msmtp_sends(&env, &stdout(&o), "none", "add@none.test");
+    assert_exit(&env.run(&["logout", "none"]), 0);
 }
 
 #[test]
@@ -514,9 +507,9 @@ fn add_on_a_terminal_goes_from_an_address_to_msmtp_sending_in_a_few_answers() {
         "{s}"
     );
     t.type_line(""); // Enter: the suggested name
-    t.wait_for("OAuth client ID: ", long);
+    t.wait_for("OAuth client ID:", long);
     t.type_line(authserver::NATIVE_CLIENT);
-    t.wait_for("OAuth client secret (Enter for none) (not shown): ", long);
+    t.wait_for("OAuth client secret (Enter for none) (not shown):", long);
     t.type_line("");
     // The browser opens: log in and allow, as a person would.
     let deadline = std::time::Instant::now() + long;

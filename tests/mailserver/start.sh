@@ -36,6 +36,7 @@
 #       app2@example.test  app-pass-word-5678
 #       add@srv.test       add-pass-word-9012   (mailtoken add's tests, tests/discovery/)
 #       add@wk.test        add-pass-word-3456
+#       add@none.test      add-pass-word-7890
 #   - userdb static (allow_all_users): the mailbox of user U (lower-cased, as Dovecot's
 #     auth_username_format %Lu does) is the Maildir DIR/mail/U/Maildir; a file written
 #     into its new/ (via tmp/ and a rename) is an INBOX message for IMAP and POP3.
@@ -206,6 +207,7 @@ app@example.test:{PLAIN}app-pass-word-1234
 app2@example.test:{PLAIN}app-pass-word-5678
 add@srv.test:{PLAIN}add-pass-word-9012
 add@wk.test:{PLAIN}add-pass-word-3456
+add@none.test:{PLAIN}add-pass-word-7890
 EOF
 chmod 644 "$run/conf/users" "$run/conf/dovecot-oauth2.conf.ext"
 
