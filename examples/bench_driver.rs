@@ -467,6 +467,10 @@ fn daemon() {
     std::thread::sleep(Duration::from_secs(2));
     let pid = d.pid();
     let rss = proc_status_kib(pid, "VmRSS") as f64;
+    let (anon, file) = (
+        proc_status_kib(pid, "RssAnon") as f64,
+        proc_status_kib(pid, "RssFile") as f64,
+    );
     let threads_before = proc_status_kib(pid, "Threads");
     let ticks0 = cpu_ticks(pid);
     let idle = env_num("BENCH_IDLE_SECS", 10);
@@ -477,8 +481,10 @@ fn daemon() {
     figure(
         "daemon idle RSS, 50 accounts holding tokens (VmRSS 2 s after the last request)",
         &format!(
-            "{} ({} after the idle window; VmHWM {}; threads {} -> {})",
+            "{} (anonymous {}, mapped from files {}; {} after the idle window; VmHWM {}; threads {} -> {})",
             mib(rss),
+            mib(anon),
+            mib(file),
             mib(rss_after),
             mib(hwm),
             threads_before,

@@ -332,10 +332,61 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write it like 30s, 5m or 1h)"))
 }
 
+/// `serve [--allow-group GROUP]` parsed without clap, for the daemon: building clap's
+/// parser for every subcommand touches code all over the executable, and the pages it
+/// faults in stay in the daemon's resident memory for as long as it runs
+/// (docs/benchmarks.md, section 3). `None` for anything else, which clap parses or
+/// refuses; like [`quick_token`], it never accepts what clap would refuse.
+pub fn quick_serve(args: &[OsString]) -> Option<Option<String>> {
+    let args: Vec<&str> = args.iter().map(|a| a.to_str()).collect::<Option<_>>()?;
+    match args.as_slice() {
+        ["serve"] => Some(None),
+        ["serve", "--allow-group", g] if !g.is_empty() && !g.starts_with('-') => {
+            Some(Some((*g).to_owned()))
+        }
+        ["serve", a] => a
+            .strip_prefix("--allow-group=")
+            .filter(|g| !g.is_empty())
+            .map(|g| Some(g.to_owned())),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn quick_serve_agrees_with_clap() {
+        let clap_serve = |args: &[&str]| -> Option<Option<String>> {
+            let argv = std::iter::once("mailtoken").chain(args.iter().copied());
+            match Cli::try_parse_from(argv).ok()?.command {
+                Command::Serve { allow_group } => Some(allow_group),
+                _ => None,
+            }
+        };
+        for args in [
+            &["serve"][..],
+            &["serve", "--allow-group", "mail"],
+            &["serve", "--allow-group=mail"],
+        ] {
+            let quick = quick_serve(&os(args));
+            assert!(quick.is_some(), "{args:?}");
+            assert_eq!(quick, clap_serve(args), "{args:?}");
+        }
+        for args in [
+            &["serve", "--help"][..],
+            &["serve", "--allow-group"],
+            &["serve", "--allow-group="],
+            &["serve", "--allow-group", "-x"],
+            &["serve", "x"],
+            &["serve", "--allow-group", "a", "--allow-group", "b"],
+            &["status"],
+        ] {
+            assert_eq!(quick_serve(&os(args)), None, "{args:?}");
+        }
+    }
 
     #[test]
     fn cli_definition_is_consistent() {

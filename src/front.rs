@@ -17,7 +17,6 @@ use mailtoken::error::Error;
 use mailtoken::startup;
 use std::ffi::{c_char, c_int};
 use std::io::Write;
-use std::os::unix::process::CommandExt;
 
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
@@ -39,20 +38,5 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
             Ok(None) => {}
         }
     }
-    let core = match mailtoken::paths::core_exe() {
-        Ok(p) => p,
-        Err(e) => startup::exit(Err(e)),
-    };
-    let mut cmd = std::process::Command::new(&core);
-    if let Some(name) = args.first() {
-        cmd.arg0(name);
-    }
-    let e = cmd.args(args.iter().skip(1)).exec();
-    startup::exit(Err(Error::software(format!(
-        "cannot run {}: {e}",
-        core.display()
-    ))
-    .with_remedy(
-        "mailtoken-core is installed beside mailtoken (cargo install puts both in the same directory); reinstall mailtoken.",
-    )))
+    startup::exec_beside("mailtoken-core", &args)
 }

@@ -10,11 +10,9 @@
 //! does is in `startup::prepare`.
 #![no_main]
 
-use clap::Parser;
-use mailtoken::cli::{Cli, quick_token};
-use mailtoken::error::ExitCode;
+use mailtoken::cli::{Command, quick_serve, quick_token};
 use mailtoken::startup;
-use std::ffi::{OsString, c_char, c_int};
+use std::ffi::{c_char, c_int};
 
 #[unsafe(no_mangle)]
 extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
@@ -23,25 +21,23 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     let args = unsafe { startup::args(argc, argv) };
     // The plain `token ACCOUNT [OPTIONS]` form is parsed without clap, whose parser
     // costs more to build than the rest of the call (`cli::quick_token`).
-    let result = match quick_token(args.get(1..).unwrap_or_default()) {
+    let rest = args.get(1..).unwrap_or_default();
+    // The daemon's plain `serve`, too: clap's parser would fault in pages that then
+    // stay resident for as long as the daemon runs.
+    if let Some(group) = quick_serve(rest) {
+        startup::exit(mailtoken::daemon::serve(group.as_deref()));
+    }
+    let result = match quick_token(rest) {
         Some(req) => mailtoken::commands::token(req),
-        None => mailtoken::commands::run(parse(args)),
+        None => {
+            let cli = startup::parse(args.clone());
+            // `add` is its own executable (src/add_main.rs): discovery's DNS, XML and
+            // TOML-editing code stays out of this one, which the daemon runs.
+            if matches!(cli.command, Command::Add { .. }) {
+                startup::exec_beside("mailtoken-add", &args);
+            }
+            mailtoken::commands::run(cli)
+        }
     };
     startup::exit(result)
-}
-
-fn parse(args: Vec<OsString>) -> Cli {
-    match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(e) => {
-            let _ = e.print();
-            // --help and --version are not errors; anything else is a usage error (64),
-            // not clap's default 2, which mail programs would not recognise.
-            std::process::exit(if e.use_stderr() {
-                ExitCode::Usage as i32
-            } else {
-                0
-            });
-        }
-    }
 }

@@ -61,8 +61,14 @@ pub fn installed_exe() -> Option<PathBuf> {
 
 /// `mailtoken-core`, the whole program, beside the running front executable.
 pub fn core_exe() -> crate::error::Result<PathBuf> {
+    beside("mailtoken-core")
+}
+
+/// Another of mailtoken's executables (`mailtoken-core`, `mailtoken-add`), in the
+/// directory of the running one.
+pub fn beside(name: &str) -> crate::error::Result<PathBuf> {
     let me = std::env::current_exe().map_err(|e| {
         crate::error::Error::software(format!("cannot find this program's own path: {e}"))
     })?;
-    Ok(me.with_file_name("mailtoken-core"))
+    Ok(me.with_file_name(name))
 }

@@ -62,3 +62,40 @@ pub fn exit(result: Result<(), Error>) -> ! {
         }
     })
 }
+
+/// Runs mailtoken's executable `name` (beside this one) in this process with the same
+/// arguments and argv\[0\], as git runs its `git-*` programs; returns only to exit with
+/// the reason it could not.
+pub fn exec_beside(name: &str, args: &[OsString]) -> ! {
+    use std::os::unix::process::CommandExt;
+    let exe = match crate::paths::beside(name) {
+        Ok(p) => p,
+        Err(e) => exit(Err(e)),
+    };
+    let mut cmd = std::process::Command::new(&exe);
+    if let Some(arg0) = args.first() {
+        cmd.arg0(arg0);
+    }
+    let e = cmd.args(args.iter().skip(1)).exec();
+    exit(Err(Error::software(format!("cannot run {}: {e}", exe.display())).with_remedy(
+        format!("{name} is installed beside mailtoken (cargo install puts them in the same directory); reinstall mailtoken."),
+    )))
+}
+
+/// The command line parsed by clap, or its message and exit: `--help` and `--version`
+/// are not errors; anything else is a usage error (64), not clap's default 2, which mail
+/// programs would not recognise.
+pub fn parse(args: Vec<OsString>) -> crate::cli::Cli {
+    use clap::Parser;
+    match crate::cli::Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            std::process::exit(if e.use_stderr() {
+                crate::error::ExitCode::Usage as i32
+            } else {
+                0
+            });
+        }
+    }
+}

@@ -53,6 +53,73 @@ pub struct AddOptions {
     pub dry_run: bool,
 }
 
+/// The options of a parsed `mailtoken add` command line.
+pub fn from_cli(cmd: crate::cli::Command) -> Option<AddOptions> {
+    use crate::cli::Command;
+    match cmd {
+        Command::Add {
+            address,
+            name,
+            provider,
+            auth,
+            user,
+            tenant,
+            client_id,
+            client_secret_cmd,
+            no_client_secret,
+            scopes,
+            imap,
+            pop,
+            smtp,
+            store,
+            password_stdin,
+            ca_file,
+            dns,
+            no_ispdb,
+            no_login,
+            no_verify,
+            device,
+            paste,
+            no_browser,
+            client,
+            write,
+            dry_run,
+        } => Some(AddOptions {
+            address,
+            name,
+            provider,
+            auth,
+            user,
+            tenant,
+            client_id,
+            client_secret_cmd,
+            no_client_secret,
+            scopes,
+            imap,
+            pop,
+            smtp,
+            store,
+            ca_file,
+            dns,
+            no_ispdb,
+            password_stdin,
+            no_login,
+            no_verify,
+            login: LoginOptions {
+                open_browser: !no_browser,
+                port: None,
+                paste,
+                device,
+                timeout: Duration::from_secs(300),
+            },
+            client,
+            write,
+            dry_run,
+        }),
+        _ => None,
+    }
+}
+
 /// How the account will sign in, settled.
 enum Plan {
     Preset {
@@ -486,9 +553,23 @@ pub fn run(mut o: AddOptions) -> Result<()> {
     } else {
         Config::parse(&path, &new_text)?
     };
-    let shown = match &client_secret {
-        Some(s) => block.replace(s.expose(), "(the secret you typed; not shown)"),
-        None => block.clone(),
+    // The block as shown: the typed secret stays off the screen.
+    let shown = if client_secret.is_some() {
+        let masked: Vec<Field> = fields
+            .iter()
+            .map(|f| match f {
+                Field::Str("client_secret", _) => {
+                    Field::Str("client_secret", "(as typed; not shown)".into())
+                }
+                Field::Str(k, v) => Field::Str(k, v.clone()),
+                Field::List(k, v) => Field::List(k, v.clone()),
+                Field::Map(k, v) => Field::Map(k, v.clone()),
+                Field::Server(k, h, p, t) => Field::Server(k, h.clone(), *p, t),
+            })
+            .collect();
+        write::block(&name, &masked, store.as_deref())
+    } else {
+        block.clone()
     };
     if o.dry_run {
         eprintln!(
@@ -540,7 +621,12 @@ pub fn run(mut o: AddOptions) -> Result<()> {
         eprintln!("{}", crate::password::store_password(account, pw)?);
     }
     if oauth && !o.no_login {
-        crate::commands::login(&name, &o.login)?;
+        if let Err(e) = crate::commands::login(&name, &o.login) {
+            eprintln!(
+                "\nThe account is in the config; `mailtoken login {name}` tries the login again."
+            );
+            return Err(e);
+        }
     }
     if !o.no_login && !o.no_verify {
         let opts = crate::verify::Options {

@@ -36,8 +36,11 @@ pub fn serve(allow_group: Option<&str>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         // Blocking work is store reads and refreshes, a few at a time. Without a cap, 50
         // accounts loading at start grow the pool to ~45 threads, whose stacks and malloc
-        // arenas glibc keeps after they exit (about 1 MiB of idle RSS).
-        .max_blocking_threads(4)
+        // arenas glibc keeps after they exit (about 1 MiB of idle RSS). Two: a refresh
+        // waiting on a slow endpoint leaves one thread for everything else, and each
+        // thread more costs idle memory (docs/benchmarks.md, section 3: 4 threads 5.95
+        // MiB, 2 threads 5.59 MiB, 1 thread 5.75 MiB, with 50 accounts).
+        .max_blocking_threads(2)
         .enable_all()
         .build()
         .map_err(|e| Error::software(format!("cannot start the async runtime: {e}")))?;

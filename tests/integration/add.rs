@@ -300,16 +300,43 @@ fn add_explains_a_domain_with_nothing_to_find_and_how_to_spell_the_servers_out()
     assert_eq!(config_text(&env), before);
     // Spelled out as the message says, it goes on to a mail program that sends.
     let m = mailserver();
-    let (imap, smtp) = (format!("localhost:{}", m.imaps_port), format!("localhost:{}", m.submissions_port));
+    let (imap, smtp) = (
+        format!("localhost:{}", m.imaps_port),
+        format!("localhost:{}", m.submissions_port),
+    );
     let o = add(
         &env,
-        &["add@none.test", "none", "--imap", &imap, "--smtp", &smtp, "--auth", "password", "--password-stdin", "--client", "msmtp"],
+        &[
+            "add@none.test",
+            "none",
+            "--imap",
+            &imap,
+            "--smtp",
+            &smtp,
+            "--auth",
+            "password",
+            "--password-stdin",
+            "--client",
+            "msmtp",
+        ],
         "add-pass-word-7890\n",
     );
     assert_exit(&o, 0);
     let err = stderr(&o);
-    assert!(err.contains(&format!("IMAP localhost:{} (implicit TLS), from --imap", m.imaps_port)), "{err}");
-    assert!(err.contains(&format!("  SMTP localhost:{}: logged in with PLAIN", m.submissions_port)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "IMAP localhost:{} (implicit TLS), from --imap",
+            m.imaps_port
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(
+            "  SMTP localhost:{}: logged in with PLAIN",
+            m.submissions_port
+        )),
+        "{err}"
+    );
     msmtp_sends(&env, &stdout(&o), "none", "add@none.test");
     assert_exit(&env.run(&["logout", "none"]), 0);
 }
@@ -556,4 +583,50 @@ fn add_on_a_terminal_goes_from_an_address_to_msmtp_sending_in_a_few_answers() {
         "{text}"
     );
     msmtp_sends(&env, &rc, &local, &login);
+}
+
+#[test]
+fn add_on_a_terminal_keeps_a_typed_client_secret_off_the_screen() {
+    let env = Env::with_file_store("");
+    let cmd = format!(
+        "{BIN} add gina@gws.test --no-login --dns {} --ca-file {}",
+        dns(),
+        mailserver().ca.display()
+    );
+    let t = Tmux::start(&env, &cmd, None);
+    let long = Duration::from_secs(30);
+    t.wait_for(
+        "Account name (for mailtoken and the mail program) [gina]:",
+        long,
+    );
+    t.type_line("");
+    let s = t.wait_for("OAuth client ID:", long);
+    // Google's registration, step by step, with its links, before the question.
+    assert!(
+        s.contains("1. Open https://console.cloud.google.com/")
+            && s.contains("4. Clients > Create client > Desktop app"),
+        "{s}"
+    );
+    t.type_line("9876-xyz.apps.googleusercontent.com");
+    t.wait_for("OAuth client secret (not shown):", long);
+    t.type_line("GOCSPX-typed-secret-4711");
+    let (code, s) = t.wait_exit(long);
+    assert_eq!(code, 0, "{s}");
+    assert!(
+        !s.contains("typed-secret-4711"),
+        "the secret was echoed or shown:\n{s}"
+    );
+    assert!(
+        s.contains("client_secret = \"(as typed; not shown)\""),
+        "{s}"
+    );
+    let text = config_text(&env);
+    assert!(
+        text.contains("client_secret = \"GOCSPX-typed-secret-4711\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("client_id = \"9876-xyz.apps.googleusercontent.com\""),
+        "{text}"
+    );
 }
