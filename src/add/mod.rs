@@ -620,13 +620,14 @@ pub fn run(mut o: AddOptions) -> Result<()> {
     if let Some(pw) = &app_password {
         eprintln!("{}", crate::password::store_password(account, pw)?);
     }
-    if oauth && !o.no_login {
-        if let Err(e) = crate::commands::login(&name, &o.login) {
-            eprintln!(
-                "\nThe account is in the config; `mailtoken login {name}` tries the login again."
-            );
-            return Err(e);
-        }
+    if oauth
+        && !o.no_login
+        && let Err(e) = crate::commands::login(&name, &o.login)
+    {
+        eprintln!(
+            "\nThe account is in the config; `mailtoken login {name}` tries the login again."
+        );
+        return Err(e);
     }
     if !o.no_login && !o.no_verify {
         let opts = crate::verify::Options {
