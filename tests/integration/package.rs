@@ -94,6 +94,7 @@ fn installed_package_works(files: &str) {
     for want in [
         "/usr/bin/mailtoken",
         "/usr/bin/mailtoken-core",
+        "/usr/bin/mailtoken-add",
         "/usr/share/man/man1/mailtoken.1.gz",
         "/usr/share/bash-completion/completions/mailtoken",
         "/usr/share/zsh/vendor-completions/_mailtoken",
