@@ -610,7 +610,10 @@ fn add_on_a_terminal_keeps_a_typed_client_secret_off_the_screen() {
     t.type_line("9876-xyz.apps.googleusercontent.com");
     t.wait_for("OAuth client secret (not shown):", long);
     t.type_line("GOCSPX-typed-secret-4711");
+    t.wait_for("Which mail program shall I print the settings for", long);
+    t.type_line("neomutt");
     let (code, s) = t.wait_exit(long);
+    assert!(s.contains("set imap_authenticators = \"xoauth2\""), "{s}");
     assert_eq!(code, 0, "{s}");
     assert!(
         !s.contains("typed-secret-4711"),
