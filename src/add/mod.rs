@@ -442,6 +442,15 @@ pub fn run(mut o: AddOptions) -> Result<()> {
             }
         }
     } else {
+        // Before the password is typed: there must be somewhere to keep it.
+        if let Some(why) = crate::store::keyring_unreachable() {
+            return Err(Error::unavailable(format!(
+                "app passwords are kept in the OS keyring, and none answers: {why}"
+            ))
+            .with_remedy(
+                "Start a Secret Service (gnome-keyring, KeePassXC) and run mailtoken add again.",
+            ));
+        }
         let at = match &plan {
             Plan::Preset { provider, .. } => provider.app_passwords,
             _ => None,
@@ -462,20 +471,23 @@ pub fn run(mut o: AddOptions) -> Result<()> {
             app_password = asker.secret("App password", "--password-stdin", false)?;
         }
     }
-    if !matches!(plan, Plan::Preset { .. }) {
-        for p in Proto::ALL {
-            if let Some(s) = d.server(p) {
-                fields.push(Field::Server(
-                    p.name(),
-                    s.value.host.to_string(),
-                    s.value.port,
-                    s.value.tls.name(),
-                ));
-            }
+    // A preset knows its servers; servers given as flags override them.
+    let preset = matches!(plan, Plan::Preset { .. });
+    for p in Proto::ALL {
+        if let Some(s) = d
+            .server(p)
+            .filter(|s| !preset || s.source.starts_with("--"))
+        {
+            fields.push(Field::Server(
+                p.name(),
+                s.value.host.to_string(),
+                s.value.port,
+                s.value.tls.name(),
+            ));
         }
-        if d.imap.is_none() && d.pop.is_none() && d.smtp.is_none() {
-            return Err(nothing_found(&d));
-        }
+    }
+    if !preset && d.imap.is_none() && d.pop.is_none() && d.smtp.is_none() {
+        return Err(nothing_found(&d));
     }
     if let Some(ca) = &o.ca_file {
         let ca = std::path::absolute(ca).unwrap_or_else(|_| ca.clone());
@@ -531,14 +543,6 @@ pub fn run(mut o: AddOptions) -> Result<()> {
         },
         (None, _, _) => None,
     };
-    if !oauth && let Some(why) = crate::store::keyring_unreachable() {
-        return Err(Error::unavailable(format!(
-            "app passwords are kept in the OS keyring, and none answers: {why}"
-        ))
-        .with_remedy(
-            "Start a Secret Service (gnome-keyring, KeePassXC) and run mailtoken add again.",
-        ));
-    }
 
     // 3. Write the account.
     let block = write::block(&name, &fields, store.as_deref());

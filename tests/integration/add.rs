@@ -633,3 +633,40 @@ fn add_on_a_terminal_keeps_a_typed_client_secret_off_the_screen() {
         "{text}"
     );
 }
+
+#[test]
+fn add_with_a_preset_writes_only_the_servers_given_as_flags() {
+    let env = Env::with_file_store("");
+    let o = add(
+        &env,
+        &[
+            "hal@gws.test",
+            "--provider",
+            "google",
+            "--smtp",
+            "smtp-relay.gmail.com:587",
+            "--client-id",
+            "i",
+            "--client-secret-cmd",
+            "true",
+            "--no-login",
+        ],
+        "",
+    );
+    assert_exit(&o, 0);
+    let err = stderr(&o);
+    assert!(
+        err.contains("Provider: Gmail / Google Workspace (--provider)")
+            && !err.contains("Looking up"),
+        "{err}"
+    );
+    let text = config_text(&env);
+    assert!(
+        text.contains("smtp = { host = \"smtp-relay.gmail.com\", port = 587, tls = \"starttls\" }"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("imap ="),
+        "the preset's own IMAP server is not written out: {text}"
+    );
+}
