@@ -41,6 +41,10 @@ pub fn serve(allow_group: Option<&str>) -> Result<()> {
         // thread more costs idle memory (docs/benchmarks.md, section 3: 4 threads 5.95
         // MiB, 2 threads 5.59 MiB, 1 thread 5.75 MiB, with 50 accounts).
         .max_blocking_threads(2)
+        // The blocking work comes in bursts (the start, a refresh, a login), hours apart;
+        // tokio's 10 s keep-alive only put the threads' exit, with the pages and CPU it
+        // takes, into the quiet that follows (docs/benchmarks.md, section 3).
+        .thread_keep_alive(Duration::from_secs(1))
         .enable_all()
         .build()
         .map_err(|e| Error::software(format!("cannot start the async runtime: {e}")))?;
