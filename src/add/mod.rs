@@ -444,12 +444,16 @@ pub fn run(mut o: AddOptions) -> Result<()> {
     } else {
         // Before the password is typed: there must be somewhere to keep it.
         if let Some(why) = crate::store::keyring_unreachable() {
-            return Err(Error::unavailable(format!(
+            let e = Error::unavailable(format!(
                 "app passwords are kept in the OS keyring, and none answers: {why}"
             ))
             .with_remedy(
                 "Start a Secret Service (gnome-keyring, KeePassXC) and run mailtoken add again.",
-            ));
+            );
+            if !o.dry_run {
+                return Err(e);
+            }
+            eprintln!("(--dry-run: the real run would stop here: {e})");
         }
         let at = match &plan {
             Plan::Preset { provider, .. } => provider.app_passwords,
