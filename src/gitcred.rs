@@ -87,6 +87,11 @@ pub fn parse(input: &str) -> Query {
         if line.is_empty() {
             break;
         }
+        // git's protocol: "The value may contain any bytes except newline or NUL"
+        // (git-credential(1), INPUT/OUTPUT FORMAT); a line with a NUL is not git's.
+        if line.contains('\0') {
+            continue;
+        }
         let Some((key, value)) = line.split_once('=') else {
             continue;
         };
@@ -356,6 +361,15 @@ mod tests {
 
     fn pick_name(c: &Config, input: &str) -> Result<String, Skip> {
         pick(c.accounts.values(), &parse(input)).map(|a| a.name.clone())
+    }
+
+    #[test]
+    fn a_line_with_a_nul_is_not_gits_and_is_skipped() {
+        // Found by fuzz/fuzz_targets/git_credential.rs: a host of "\0\u{1}=".
+        let q = parse("protocol=smtp\nhost=\0\u{1}=\nhost=smtp.example.com\n\n");
+        assert_eq!(q.host.as_deref(), Some("smtp.example.com"));
+        let q = parse("host=\0\n");
+        assert_eq!(q.host, None);
     }
 
     #[test]

@@ -158,7 +158,36 @@ pub fn parse_request(line: &[u8]) -> Result<Request, Error> {
         }
         None => return Err(Error::usage("request has no \"v\" (protocol version)")),
     }
-    serde_json::from_value(value).map_err(|e| Error::usage(format!("bad request: {e}")))
+    serde_json::from_value(value)
+        .map_err(|e| Error::usage(format!("bad request: {}", without_value(&e.to_string()))))
+}
+
+/// A decoding error without the value it choked on: serde and the name parsers quote the
+/// offending value first (`invalid type: string "..."`, ``unknown format `...` ``), and a
+/// client may have put a secret in the wrong field. Field names stay; so do the lists of
+/// what is accepted, which come after the value.
+fn without_value(msg: &str) -> String {
+    if ["missing field", "unknown field", "duplicate field"]
+        .iter()
+        .any(|p| msg.starts_with(p))
+    {
+        return msg.to_owned();
+    }
+    let Some(open) = msg.find(['`', '"']) else {
+        return msg.to_owned();
+    };
+    let quote = msg[open..].chars().next().unwrap_or('`');
+    // The value may itself hold quotes: its end is the last place a known suffix
+    // begins (serde's ", expected ...", the name parsers' " (raw, xoauth2, ...)").
+    let close = [format!("{quote}, expected"), format!("{quote} (")]
+        .iter()
+        .filter_map(|m| msg.rfind(m.as_str()))
+        .filter(|&i| i > open)
+        .max();
+    match close {
+        Some(c) => format!("{}{quote}…{}", &msg[..open], &msg[c..]),
+        None => format!("{}{quote}…", &msg[..open]),
+    }
 }
 
 /// One line of JSON with its newline.
@@ -212,6 +241,23 @@ mod tests {
             let e = parse_request(bad).unwrap_err();
             assert!(e.message.contains("unknown"), "{e}");
         }
+    }
+
+    #[test]
+    fn refusals_do_not_repeat_the_value_they_refuse() {
+        let e = parse_request(br#"{"v":1,"op":"token","account":"w","format":"hunter2-secret"}"#)
+            .unwrap_err();
+        assert!(!e.message.contains("hunter2"), "{e}");
+        assert!(e.message.contains("raw, xoauth2, oauthbearer, json"), "{e}");
+        let e = parse_request(br#"{"v":1,"op":"token","account":"w","min_valid":"s3cr3t-token"}"#)
+            .unwrap_err();
+        assert!(!e.message.contains("s3cr3t"), "{e}");
+        let e = parse_request(br#"{"v":1,"op":"token"}"#).unwrap_err();
+        assert!(e.message.contains("missing field `account`"), "{e}");
+        // A value with quotes of its own (found by fuzz/fuzz_targets/daemon_request.rs).
+        let e = parse_request(br#"{"v":1,"op":"x``secret-op``y","account":"w"}"#).unwrap_err();
+        assert!(!e.message.contains("secret-op"), "{e}");
+        assert!(e.message.contains("expected one of `token`"), "{e}");
     }
 
     #[test]

@@ -159,6 +159,23 @@ fn screen(status: u16, content_type: &str, body: &[u8]) -> std::result::Result<(
     }
 }
 
+/// What mailtoken makes of a token endpoint's answer, without the network: the grant
+/// from a 200, `Ok(None)` for an RFC 6749 §5.2 error that oauth2 then reads, or the
+/// message for people (which never repeats the body). For the fuzz target and tests.
+pub fn read_token_response(
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+) -> std::result::Result<Option<TokenGrant>, String> {
+    screen(status, content_type, body).map_err(|f| f.to_string())?;
+    if status != 200 {
+        return Ok(None);
+    }
+    serde_json::from_slice::<BasicTokenResponse>(body)
+        .map(|t| Some(TokenGrant::from(t)))
+        .map_err(|e| format!("not a token response: {}", crate::store::json_error(&e)))
+}
+
 /// One HTTP exchange: the status, the content type (lower case) and the body, or why
 /// there was no answer.
 async fn fetch(
@@ -904,6 +921,27 @@ fn classify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_token_response_gives_the_grant_an_oauth_error_or_a_message_without_the_body() {
+        let ok = br#"{"access_token":"at-123","token_type":"Bearer","expires_in":3600,"refresh_token":"rt-456"}"#;
+        let g = read_token_response(200, "application/json", ok)
+            .unwrap()
+            .unwrap();
+        assert_eq!(g.access_token.expose(), "at-123");
+        assert_eq!(g.refresh_token.unwrap().expose(), "rt-456");
+        assert!(
+            read_token_response(400, "application/json", br#"{"error":"invalid_grant"}"#)
+                .unwrap()
+                .is_none()
+        );
+        let bad = br#"{"access_token":"at-secret-789","token_type":42}"#;
+        let e = read_token_response(200, "application/json", bad).unwrap_err();
+        assert!(!e.contains("at-secret-789"), "{e}");
+        let e =
+            read_token_response(502, "text/html", b"<html><title>Bad gateway</title>").unwrap_err();
+        assert!(e.contains("Bad gateway"), "{e}");
+    }
 
     #[test]
     fn screen_accepts_tokens_and_oauth_errors() {

@@ -158,7 +158,7 @@ async fn authenticate_plain<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// `LOGIN user password`, each an atom or a quoted string (RFC 9051 §4.3; literals are
 /// not taken before the login).
-fn parse_login(args: &str) -> Option<(String, zeroize::Zeroizing<String>)> {
+pub fn parse_login(args: &str) -> Option<(String, zeroize::Zeroizing<String>)> {
     let (user, rest) = astring(args.trim_start())?;
     let (pass, rest) = astring(rest.trim_start())?;
     rest.trim()
