@@ -20,11 +20,13 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(None) => assert!(status == 400 || status == 401),
         Err(m) => {
-            // Every JSON string of 8 or more characters in the body stays out of the message.
+            // Every JSON string of 8 or more characters in the body stays out of the message
+            // (keys that look like field names are shown on purpose).
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
                 let mut strings = Vec::new();
                 collect(&v, &mut strings);
-                for s in strings.iter().filter(|s| s.len() >= 8 && !m.is_empty()) {
+                let keys: Vec<&String> = v.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+                for s in strings.iter().filter(|s| s.len() >= 8 && !keys.iter().any(|k| k.contains(s.as_str()))) {
                     assert!(!m.contains(s.as_str()), "the message repeats {s:?}: {m}");
                 }
             }

@@ -33,6 +33,9 @@ pub enum Refusal {
     MissingState,
     WrongState,
     NoCode,
+    /// RFC 6749 §3.1: "Request and response parameters MUST NOT be included more than
+    /// once"; with two `state`s, which one was checked would decide.
+    Repeated(&'static str),
 }
 
 impl Refusal {
@@ -45,6 +48,9 @@ impl Refusal {
                 "the redirect's `state` does not match the login mailtoken started (an old tab, or a forged request)"
             }
             Refusal::NoCode => "the redirect carries neither a `code` nor an `error`",
+            Refusal::Repeated(_) => {
+                "the redirect repeats a parameter (`state`, `code` or `error`), which no authorization server does"
+            }
         }
     }
 }
@@ -57,12 +63,15 @@ pub fn validate(query: &str, expected_state: &str) -> std::result::Result<Callba
     let mut error = None;
     let mut description = None;
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        match &*k {
-            "code" => code = Some(v.into_owned()),
-            "state" => state = Some(v.into_owned()),
-            "error" => error = Some(v.into_owned()),
-            "error_description" => description = Some(v.into_owned()),
-            _ => {}
+        let (slot, name) = match &*k {
+            "code" => (&mut code, "code"),
+            "state" => (&mut state, "state"),
+            "error" => (&mut error, "error"),
+            "error_description" => (&mut description, "error_description"),
+            _ => continue,
+        };
+        if slot.replace(v.into_owned()).is_some() {
+            return Err(Refusal::Repeated(name));
         }
     }
     // The state is checked before anything else, errors included: otherwise anyone who
@@ -315,6 +324,15 @@ mod tests {
     fn state_without_code_or_error_is_refused() {
         assert_eq!(validate("state=S1", "S1"), Err(Refusal::NoCode));
         assert_eq!(validate("state=S1&code=", "S1"), Err(Refusal::NoCode));
+        // RFC 6749 §3.1; found by fuzz/fuzz_targets/redirect.rs: the last `state` won.
+        assert_eq!(
+            validate("state=WRONG&code=abc&state=S1", "S1"),
+            Err(Refusal::Repeated("state"))
+        );
+        assert_eq!(
+            validate("state=S1&code=a&code=b", "S1"),
+            Err(Refusal::Repeated("code"))
+        );
     }
 
     #[test]

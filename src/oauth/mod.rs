@@ -118,7 +118,23 @@ fn describe_body(content_type: &str, body: &[u8]) -> String {
             _ => "an HTML page instead of JSON".to_owned(),
         }
     } else if let Ok(serde_json::Value::Object(map)) = serde_json::from_slice(body) {
-        let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+        // Only keys that look like field names are shown: a broken server may put
+        // anything in a key, a token included (found by fuzz/fuzz_targets/token_response.rs).
+        let named = |k: &str| {
+            !k.is_empty()
+                && k.len() <= 40
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        };
+        let mut keys: Vec<&str> = map
+            .keys()
+            .map(String::as_str)
+            .filter(|k| named(k))
+            .collect();
+        let others = map.len() - keys.len();
+        if others > 0 {
+            keys.push(if others == 1 { "1 other" } else { "others" });
+        }
         format!("a JSON object with keys [{}]", keys.join(", "))
     } else {
         format!(
