@@ -20,6 +20,9 @@ fuzz_target!(|data: &[u8]| {
         }
         Ok(None) => assert!(status == 400 || status == 401),
         Err(m) => {
+            // mailtoken's own words may match a short value; only the rest counts.
+            const OURS: &[&str] = &["the answer had no access_token", "a JSON object with keys", "an HTML page", "instead of JSON", "unlabelled data", "application/json", "text/html", "text/plain", "not a token response"];
+            let m = OURS.iter().fold(m, |acc, w| acc.replace(w, " | "));
             // Every JSON string of 8 or more characters in the body stays out of the message
             // (keys that look like field names are shown on purpose).
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
