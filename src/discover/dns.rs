@@ -37,6 +37,20 @@ pub enum Answer<T> {
     Failed(String),
 }
 
+impl Answer<RData> {
+    /// The records made into `T`s by `f`; none left is `None`, as no records were.
+    fn then<T>(self, f: impl FnOnce(Vec<RData>) -> Vec<T>) -> Answer<T> {
+        match self {
+            Answer::Records(r) => match f(r) {
+                v if v.is_empty() => Answer::None,
+                v => Answer::Records(v),
+            },
+            Answer::None => Answer::None,
+            Answer::Failed(e) => Answer::Failed(e),
+        }
+    }
+}
+
 impl Dns {
     pub fn new(at: Option<SocketAddr>, timeout: Duration) -> Result<Dns> {
         let mut b = match at {
@@ -89,25 +103,17 @@ impl Dns {
 
     /// The mail exchangers of `domain`, most preferred first.
     pub async fn mx(&self, domain: &str) -> Answer<(u16, String)> {
-        match self.records(domain, RecordType::MX).await {
-            Answer::Records(r) => {
-                let mut v: Vec<(u16, String)> = r
-                    .into_iter()
-                    .filter_map(|d| match d {
-                        RData::MX(mx) => Some((mx.preference, name(&mx.exchange.to_ascii()))),
-                        _ => None,
-                    })
-                    .collect();
-                v.sort();
-                if v.is_empty() {
-                    Answer::None
-                } else {
-                    Answer::Records(v)
-                }
-            }
-            Answer::None => Answer::None,
-            Answer::Failed(e) => Answer::Failed(e),
-        }
+        self.records(domain, RecordType::MX).await.then(|r| {
+            let mut v: Vec<(u16, String)> = r
+                .into_iter()
+                .filter_map(|d| match d {
+                    RData::MX(mx) => Some((mx.preference, name(&mx.exchange.to_ascii()))),
+                    _ => None,
+                })
+                .collect();
+            v.sort();
+            v
+        })
     }
 
     /// The SRV records of `name` (`_imaps._tcp.example.com`) in the order of RFC 2782:
@@ -115,31 +121,23 @@ impl Dns {
     /// A lone target of "." means the service is decidedly not offered (RFC 2782,
     /// RFC 6186 §3.4): `None`.
     pub async fn srv(&self, name_: &str) -> Answer<Srv> {
-        match self.records(name_, RecordType::SRV).await {
-            Answer::Records(r) => {
-                let mut v: Vec<Srv> = r
-                    .into_iter()
-                    .filter_map(|d| match d {
-                        RData::SRV(s) => Some(Srv {
-                            priority: s.priority,
-                            weight: s.weight,
-                            host: name(&s.target.to_ascii()),
-                            port: s.port,
-                        }),
-                        _ => None,
-                    })
-                    .collect();
-                v.sort_by_key(|s| (s.priority, std::cmp::Reverse(s.weight)));
-                v.retain(|s| !s.host.is_empty() && s.port != 0);
-                if v.is_empty() {
-                    Answer::None
-                } else {
-                    Answer::Records(v)
-                }
-            }
-            Answer::None => Answer::None,
-            Answer::Failed(e) => Answer::Failed(e),
-        }
+        self.records(name_, RecordType::SRV).await.then(|r| {
+            let mut v: Vec<Srv> = r
+                .into_iter()
+                .filter_map(|d| match d {
+                    RData::SRV(s) => Some(Srv {
+                        priority: s.priority,
+                        weight: s.weight,
+                        host: name(&s.target.to_ascii()),
+                        port: s.port,
+                    }),
+                    _ => None,
+                })
+                .collect();
+            v.sort_by_key(|s| (s.priority, std::cmp::Reverse(s.weight)));
+            v.retain(|s| !s.host.is_empty() && s.port != 0);
+            v
+        })
     }
 
     pub async fn ips(&self, host: &str) -> std::result::Result<Vec<IpAddr>, String> {
