@@ -9,6 +9,7 @@ use crate::common;
 use common::authserver::{self, Browser, Decision};
 use common::mailserver::mailserver;
 use common::mailtoken::*;
+use common::programs::{msmtp_send, write_private};
 use common::tmux::Tmux;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -56,28 +57,9 @@ fn fresh() -> Env {
 
 fn msmtp_sends(env: &Env, rc_text: &str, account: &str, from: &str) {
     let rc = env.dir.path().join("msmtprc");
-    std::fs::write(&rc, rc_text).unwrap();
-    std::fs::set_permissions(&rc, std::fs::Permissions::from_mode(0o600)).unwrap();
+    write_private(&rc, rc_text);
     let subject = format!("sent after mailtoken add {from} {}", std::process::id());
-    let mut c = env.program("msmtp");
-    c.arg(format!("--file={}", rc.display()))
-        .args(["-a", account, "rcpt@example.test"]);
-    let o = run_with_stdin(
-        &mut c,
-        &format!("From: {from}\r\nTo: rcpt@example.test\r\nSubject: {subject}\r\n\r\nhello\r\n"),
-    );
-    assert!(
-        o.status.success(),
-        "msmtp: {}{}\nrc:\n{rc_text}",
-        stdout(&o),
-        stderr(&o)
-    );
-    assert!(
-        mailserver()
-            .wait_for_message(&subject, Duration::from_secs(10))
-            .is_some(),
-        "the message did not arrive"
-    );
+    msmtp_send(env, &rc, account, from, &subject);
 }
 
 #[test]

@@ -9,8 +9,8 @@ use crate::common;
 
 use common::mailserver::mailserver;
 use common::mailtoken::*;
+use common::programs::{message, setup};
 use common::tmux::Tmux;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -32,27 +32,12 @@ fn world(name: &str) -> (Env, String) {
     (env, login)
 }
 
-/// `mailtoken setup CLIENT NAME`, written to `file` (0600).
-fn setup(env: &Env, client: &str, name: &str, file: &Path) -> String {
-    let o = env.run(&["setup", client, name]);
-    assert_exit(&o, 0);
-    let text = stdout(&o);
-    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-    std::fs::write(file, &text).unwrap();
-    std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    text
-}
-
-fn message(from: &str, subject: &str) -> String {
-    format!("From: {from}\r\nTo: {from}\r\nSubject: {subject}\r\n\r\nFor the INBOX.\r\n")
-}
-
 #[test]
 fn mutt_sends_and_lists_the_inbox_with_xoauth2() {
     let (env, login) = world("mutt");
     let m = mailserver();
     let rc = env.dir.path().join("muttrc");
-    let text = setup(&env, "mutt", "mutt", &rc);
+    let text = setup(&env, &["mutt", "mutt"], &rc);
     assert!(
         text.contains("set imap_authenticators = \"xoauth2\""),
         "{text}"
@@ -92,7 +77,7 @@ fn aerc_lists_the_inbox_and_sends_with_xoauth2() {
     let (env, login) = world("aerc");
     let m = mailserver();
     let conf = env.dir.path().join("config/aerc/accounts.conf");
-    let text = setup(&env, "aerc", "aerc", &conf);
+    let text = setup(&env, &["aerc", "aerc"], &conf);
     assert!(text.contains("source = imaps+xoauth2://"), "{text}");
     let unique = format!("aerc-inbox {login}");
     m.deliver_to_inbox(&login, &message("sender@example.test", &unique));
@@ -137,7 +122,7 @@ fn himalaya_lists_the_inbox_and_sends_with_xoauth2() {
     let (env, login) = world("hima");
     let m = mailserver();
     let conf = env.dir.path().join("config/himalaya/config.toml");
-    let text = setup(&env, "himalaya", "hima", &conf);
+    let text = setup(&env, &["himalaya", "hima"], &conf);
     let unique = format!("himalaya-inbox {login}");
     m.deliver_to_inbox(&login, &message("sender@example.test", &unique));
     let mut c = env.program(&bin);

@@ -6,8 +6,8 @@ use crate::common;
 
 use common::mailserver::mailserver;
 use common::mailtoken::*;
+use common::programs::{message, msmtp_send, setup};
 use mailtoken::setup::shell_quote;
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -23,46 +23,6 @@ fn world(name: &str, client: Client, smtp_port: u16, smtp_tls: &str, imap: &str)
     let env = Env::with_file_store(&acct);
     assert_exit(&env.login(name, &login), 0);
     (env, login)
-}
-
-/// What `mailtoken setup` prints, written where the client will read it.
-fn setup(env: &Env, args: &[&str], file: &Path) -> String {
-    let o = env.run(&[&["setup"], args].concat());
-    assert_exit(&o, 0);
-    let text = stdout(&o);
-    std::fs::write(file, &text).unwrap();
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-    text
-}
-
-fn message(from: &str, subject: &str) -> String {
-    format!(
-        "From: {from}\r\nTo: rcpt@example.test\r\nSubject: {subject}\r\n\r\nSent by the mailtoken test suite.\r\n"
-    )
-}
-
-fn msmtp_send(env: &Env, rc: &Path, account: &str, from: &str, subject: &str) {
-    let mut c = env.program("msmtp");
-    c.arg(format!("--file={}", rc.display()))
-        .args(["-a", account, "rcpt@example.test"]);
-    let o = run_with_stdin(&mut c, &message(from, subject));
-    assert!(
-        o.status.success(),
-        "msmtp failed ({:?}): {}{}",
-        o.status,
-        stdout(&o),
-        stderr(&o)
-    );
-    assert!(
-        mailserver()
-            .wait_for_message(subject, Duration::from_secs(10))
-            .is_some(),
-        "{subject} did not arrive"
-    );
 }
 
 #[test]

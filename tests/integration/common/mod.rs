@@ -9,5 +9,6 @@ pub mod mailserver;
 pub mod mailtoken;
 pub mod pinned;
 pub mod postfix;
+pub mod programs;
 pub mod scripted;
 pub mod tmux;
