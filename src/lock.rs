@@ -45,6 +45,13 @@ pub fn acquire_in(dir: &Path, account: &str, timeout: Duration) -> Result<Accoun
     })?;
     let path = dir.join(format!("{account}.lock"));
     let file = open_lock_file(&path)
+        .or_else(|e| match e.raw_os_error() {
+            // A read-only file system (a rescue boot, a disk the kernel remounted
+            // read-only after errors): flock(2) needs no write access, so the lock file
+            // that is there still serves, and every process still agrees on it.
+            Some(libc::EROFS) => File::open(&path).map_err(|_| e),
+            _ => Err(e),
+        })
         .map_err(|e| Error::io(format!("cannot open the lock file {}: {e}", path.display())))?;
     let lock_error = |e: io::Error| Error::io(format!("cannot lock {}: {e}", path.display()));
 

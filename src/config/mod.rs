@@ -81,6 +81,20 @@ impl Config {
             .as_ref()
             .map(|p| source::proxy_setting(&src, p))
             .transpose()?;
+        let mut store = raw.store;
+        store.command_timeout = match &store.timeout {
+            Some(t) => match parse_duration(&src, t)? {
+                d if d.is_zero() => {
+                    return Err(src.error(
+                        Some(t.span()),
+                        "a store command timeout of zero would stop every command at once",
+                        Some("Write how long `read` and `write` may take, like \"60s\".".into()),
+                    ));
+                }
+                d => Some(d),
+            },
+            None => None,
+        };
         let mut accounts = BTreeMap::new();
         for (name, acct) in raw.accounts {
             let account = resolve::resolve(&src, &name, acct, proxy.as_ref())?;
@@ -89,7 +103,7 @@ impl Config {
         Ok(Config {
             path: path.to_owned(),
             accounts,
-            store: raw.store,
+            store,
             timeout,
             notify_cmd: raw.notify_cmd,
         })
@@ -580,6 +594,25 @@ pop = { host = "mail.example.org", port = 1995, tls = "starttls" }
         );
         let e = err(&format!("{GOOGLE}redirect_host = \"example.com\"\n"));
         assert!(e.contains("not a loopback name"), "{e}");
+    }
+
+    #[test]
+    fn the_store_command_timeout_is_a_duration_and_not_zero() {
+        let store =
+            "[store]\nkind = \"command\"\nread = \"pass show x\"\nwrite = \"pass insert -m x\"\n";
+        let c = parse(&format!("{store}timeout = \"2m\"\n")).unwrap();
+        assert_eq!(c.store.command_timeout, Some(Duration::from_secs(120)));
+        assert_eq!(parse(store).unwrap().store.command_timeout, None);
+        let e = err(&format!("{store}timeout = \"0s\"\n"));
+        assert!(
+            e.contains("config.toml:5:11: a store command timeout of zero"),
+            "{e}"
+        );
+        let e = err(&format!("{store}timeout = \"forever\"\n"));
+        assert!(
+            e.contains("config.toml:5:11: `forever` is not a duration"),
+            "{e}"
+        );
     }
 
     #[test]

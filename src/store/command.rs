@@ -5,17 +5,26 @@
 //! in argv or the environment, where other users' `ps` could see it.
 
 use super::{TokenStore, json_error};
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitCode, Result};
 use crate::record::TokenRecord;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::io::{Read, Write};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
 pub struct CommandStore {
     read: String,
     write: String,
     delete: Option<String>,
+    timeout: Duration,
 }
+
+/// How long one store command may run unless `[store] timeout` says otherwise. Long
+/// enough to type a GPG passphrase into pinentry (`pass show` asks when gpg-agent has
+/// forgotten it), short enough that a command stuck for good (a pinentry on a terminal
+/// nobody looks at, a network mount that hangs) ends in an error a person reads instead
+/// of a mail program waiting forever.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How many lines of a failed command's stderr go into the error message.
 const STDERR_LINES: usize = 3;
@@ -26,16 +35,25 @@ impl CommandStore {
             read,
             write,
             delete,
+            timeout: DEFAULT_TIMEOUT,
         }
     }
 
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
     /// Runs `template` for `account`, feeding `input` on stdin. Stdout is captured: the
-    /// caller's stdout may be a pipe to a mail program that expects only a token.
+    /// caller's stdout may be a pipe to a mail program that expects only a token. A
+    /// command still running after the timeout is stopped, with everything it started.
     fn run(&self, template: &str, account: &str, input: Option<&[u8]>) -> Result<Output> {
         let script = template.replace("{account}", &shell_quote(account));
         let failed = |e: std::io::Error| {
             Error::io(format!("cannot run the store command `{template}`: {e}"))
         };
+        // Not a process group of its own: `pass` may need the terminal for pinentry,
+        // and a command outside the foreground group would be stopped by SIGTTIN.
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(&script)
@@ -48,19 +66,42 @@ impl CommandStore {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(failed)?;
-        // Feed stdin from a thread: a command that prints a lot before reading would
-        // otherwise block on a full stdout pipe while we block on its full stdin pipe.
-        let stdin = child.stdin.take();
-        let (written, output) = std::thread::scope(|s| {
-            let writer = s.spawn(move || match (stdin, input) {
-                // Dropping stdin at the end closes it: the command sees EOF.
-                (Some(mut stdin), Some(bytes)) => stdin.write_all(bytes),
-                _ => Ok(()),
-            });
-            let output = child.wait_with_output();
-            (writer.join(), output)
-        });
-        let output = output.map_err(failed)?;
+        // Each pipe on a thread of its own: a command that prints a lot before reading
+        // would otherwise block on a full stdout pipe while we block on its full stdin.
+        let writer = match (child.stdin.take(), input) {
+            // Dropping stdin at the end closes it: the command sees EOF.
+            (Some(mut stdin), Some(bytes)) => {
+                let bytes = Zeroizing::new(bytes.to_vec());
+                Some(std::thread::spawn(move || stdin.write_all(&bytes)))
+            }
+            _ => None,
+        };
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        let status = match wait_bounded(&mut child, self.timeout).map_err(failed)? {
+            Some(status) => status,
+            None => {
+                kill_tree(child.id());
+                let _ = child.wait();
+                return Err(Error::temp(format!(
+                    "the store command `{template}` did not finish within {} and was stopped",
+                    humantime::format_duration(self.timeout)
+                ))
+                .with_remedy(
+                    "If it waits for something (a GPG passphrase in pinentry, a network \
+                     mount), make that answer, or raise `timeout` in [store].",
+                ));
+            }
+        };
+        // The command has exited; what it left in the pipes is all there is. A process
+        // it left behind holding a pipe open is not waited for beyond a moment.
+        let stdout = Zeroizing::new(stdout.finish());
+        let stderr = stderr.finish();
+        let output = Output {
+            status,
+            stdout: stdout.to_vec(),
+            stderr,
+        };
         if !output.status.success() {
             let mut message = format!("the store command `{template}` failed ({})", output.status);
             let stderr = String::from_utf8_lossy(&output.stderr);
@@ -76,15 +117,89 @@ impl CommandStore {
             }
             return Err(Error::io(message));
         }
-        match written {
-            Ok(Ok(())) => Ok(output),
+        match writer.map(|w| w.join()) {
+            None | Some(Ok(Ok(()))) => Ok(output),
             // It exited 0 without reading the whole record: nothing trustworthy was stored.
-            Ok(Err(e)) => Err(Error::io(format!(
+            Some(Ok(Err(e))) => Err(Error::io(format!(
                 "the store command `{template}` did not read the record from its standard input: {e}"
             ))),
-            Err(_) => Err(Error::software(
+            Some(Err(_)) => Err(Error::software(
                 "the thread feeding a store command panicked",
             )),
+        }
+    }
+}
+
+/// A pipe read to its end on a thread of its own.
+struct Drain(Option<std::sync::mpsc::Receiver<Vec<u8>>>);
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> Drain {
+    Drain(pipe.map(|mut pipe| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            let _ = tx.send(buf);
+        });
+        rx
+    }))
+}
+
+impl Drain {
+    /// What was read; empty when a leftover process still holds the pipe a second
+    /// after the command exited (its reader thread ends with that process).
+    fn finish(self) -> Vec<u8> {
+        self.0
+            .and_then(|rx| rx.recv_timeout(Duration::from_secs(1)).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The child's exit status, or `None` when it is still running after `timeout`.
+/// Polled: the std API has no wait with a timeout, and a store command runs for
+/// milliseconds (the first polls come after 1, 2, 4 and 8 ms, then every 10 ms).
+fn wait_bounded(child: &mut Child, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(10));
+    }
+}
+
+/// SIGKILL to `pid` and every process below it, found through
+/// `/proc/PID/task/TID/children` (proc(5)); all are found before any is killed, so a
+/// child orphaned by its parent's death is not missed. Elsewhere only `pid` itself.
+fn kill_tree(pid: u32) {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for task in tasks.flatten() {
+                let children = std::fs::read_to_string(task.path().join("children"));
+                all.extend(
+                    children
+                        .iter()
+                        .flat_map(|c| c.split_whitespace())
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    for p in all {
+        if let Ok(p) = libc::pid_t::try_from(p) {
+            // SAFETY: kill(2) has no memory effects; `p` is our child or its
+            // descendant, not yet reaped (we reap our child only after this).
+            unsafe { libc::kill(p, libc::SIGKILL) };
         }
     }
 }
@@ -97,6 +212,9 @@ fn shell_quote(s: &str) -> String {
 impl TokenStore for CommandStore {
     fn load(&self, account: &str) -> Result<Option<TokenRecord>> {
         let output = self.run(&self.read, account, None).map_err(|e| {
+            if e.code == ExitCode::TempFail {
+                return e;
+            }
             e.with_remedy(format!(
                 "If nothing was stored for {account} yet (`pass show` fails for a missing entry), \
                  run `mailtoken login {account}`; otherwise check the `read` command in [store]."
@@ -152,7 +270,6 @@ impl TokenStore for CommandStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ExitCode;
     use crate::store::tests::record;
 
     /// Keeps records in `DIR/ACCOUNT.json`; a missing file reads as empty output.
@@ -279,5 +396,76 @@ mod tests {
         let big = "r".repeat(256 * 1024);
         s.save("alice", &record(&big)).unwrap();
         assert_eq!(s.load("alice").unwrap(), Some(record(&big)));
+    }
+
+    #[test]
+    fn a_hanging_read_is_stopped_at_the_timeout_with_everything_it_started() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // A shell that starts a grandchild holding stdout open, as `pass` starting
+        // gpg that waits on pinentry would.
+        let s = CommandStore::new(
+            format!("sleep 600 & echo $! > {}; wait", pidfile.display()),
+            "cat >/dev/null".into(),
+            None,
+        )
+        .with_timeout(Duration::from_millis(300));
+        let started = Instant::now();
+        let err = s.load("alice").unwrap_err();
+        let took = started.elapsed();
+        assert_eq!(err.code, ExitCode::TempFail, "{err}");
+        assert!(
+            err.message
+                .contains("did not finish within 300ms and was stopped"),
+            "{}",
+            err.message
+        );
+        let remedy = err.remedy.unwrap();
+        assert!(remedy.contains("raise `timeout` in [store]"), "{remedy}");
+        assert!(!remedy.contains("mailtoken login"), "{remedy}");
+        // Stopped at the timeout, not when the grandchild would have ended.
+        assert!(took < Duration::from_secs(30), "{took:?}");
+        let grandchild: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SAFETY: signal 0 only asks whether the process exists.
+        let alive = || unsafe { libc::kill(grandchild, 0) } == 0 && !is_zombie(grandchild);
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            !alive()
+        });
+        assert!(gone, "the grandchild {grandchild} outlived the timeout");
+    }
+
+    /// A killed process that its parent (init, here) has not reaped yet.
+    fn is_zombie(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(false)
+    }
+
+    #[test]
+    fn a_hanging_write_is_a_temporary_failure_and_shows_no_secret() {
+        let s = CommandStore::new("true".into(), "cat >/dev/null; sleep 600".into(), None)
+            .with_timeout(Duration::from_millis(200));
+        let err = s.save("alice", &record("secret-rt")).unwrap_err();
+        assert_eq!(err.code, ExitCode::TempFail);
+        assert!(!err.to_string().contains("secret-rt"));
+    }
+
+    #[test]
+    fn with_a_timeout_set_a_quick_command_still_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path(), false).with_timeout(Duration::from_secs(5));
+        s.save("alice", &record("rt")).unwrap();
+        assert_eq!(s.load("alice").unwrap(), Some(record("rt")));
     }
 }

@@ -27,6 +27,12 @@ pub struct StoreConfig {
     pub write: Option<String>,
     /// command: forgets the account's record (optional).
     pub delete: Option<String>,
+    /// command: how long one command may run before it is stopped (default
+    /// [`command::DEFAULT_TIMEOUT`]); as written, checked by `Config::parse`.
+    pub timeout: Option<toml::Spanned<String>>,
+    /// `timeout`, parsed.
+    #[serde(skip)]
+    pub command_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
@@ -71,11 +77,10 @@ pub fn open(cfg: &StoreConfig) -> Result<Opened> {
                     "[store] kind = \"command\" needs `read` and `write`",
                 ));
             };
-            Box::new(command::CommandStore::new(
-                read.clone(),
-                write.clone(),
-                cfg.delete.clone(),
-            ))
+            Box::new(
+                command::CommandStore::new(read.clone(), write.clone(), cfg.delete.clone())
+                    .with_timeout(cfg.command_timeout.unwrap_or(command::DEFAULT_TIMEOUT)),
+            )
         }
         StoreKind::Auto => match keyring::KeyringStore::try_open() {
             Ok(k) => Box::new(k),

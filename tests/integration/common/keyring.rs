@@ -27,8 +27,31 @@ impl PrivateKeyring {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o700)).unwrap();
         }
+        // The session bus without its service directories: nothing is started by D-Bus
+        // activation, so a killed gnome-keyring stays dead until a test starts one (a
+        // desktop's bus would start a new, locked one, whose unlock prompt nobody here
+        // could answer).
+        let config = dir.path().join("bus.conf");
+        std::fs::write(
+            &config,
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+        )
+        .unwrap();
         let out = Command::new("dbus-daemon")
-            .args(["--session", "--fork", "--print-address=1", "--print-pid=1"])
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--fork", "--print-address=1", "--print-pid=1"])
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -118,6 +141,37 @@ impl PrivateKeyring {
             .output()
             .unwrap();
         assert!(out.status.success(), "Lock: {out:?}");
+    }
+
+    /// Kills its gnome-keyring with SIGKILL, as a crash or the OOM killer would; what
+    /// it had written stays on disk, and [`PrivateKeyring::unlock`] starts a new one.
+    pub fn kill(&self) {
+        let out = self
+            .command("dbus-send")
+            .args([
+                "--session",
+                "--print-reply",
+                "--dest=org.freedesktop.DBus",
+                "/org/freedesktop/DBus",
+                "org.freedesktop.DBus.GetConnectionUnixProcessID",
+                "string:org.freedesktop.secrets",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid: i32 = text
+            .split_whitespace()
+            .skip_while(|w| *w != "uint32")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid for org.freedesktop.secrets: {out:?}"));
+        // SAFETY: signalling the gnome-keyring this keyring started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.bus_has_secrets() {
+            assert!(Instant::now() < deadline, "gnome-keyring {pid} did not die");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Unlocks it again. Without a prompter the only way in is a new daemon given the

@@ -4,6 +4,7 @@
 pub mod authserver;
 pub mod chromium;
 pub mod fake;
+pub mod gate;
 pub mod keyring;
 pub mod mailserver;
 pub mod mailtoken;
