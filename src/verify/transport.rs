@@ -10,7 +10,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::io::{
+    AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf,
+};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_rustls::client::TlsStream;
@@ -276,22 +278,32 @@ fn read_error(e: io::Error, during: &str) -> Outcome {
             why: format!("the server sent a line longer than {MAX_LINE} bytes while {during}"),
         };
     }
+    if e.kind() == io::ErrorKind::UnexpectedEof {
+        return Outcome::Protocol {
+            why: format!("the server closed the connection in the middle of a line while {during}"),
+        };
+    }
     Outcome::Protocol {
         why: format!("the connection broke while {during}: {e}"),
     }
 }
 
 /// Reads one line (without CR LF); `None` at end of stream. Bounded by `MAX_LINE`.
-async fn read_line(io: &mut BufReader<Stream>) -> io::Result<Option<String>> {
+/// A line the server did not finish (no LF before the end of the stream) is an error,
+/// not a line: cut short, `+OK Dovecot ready.` would read as `+`, a POP3 or IMAP
+/// continuation, and `250-AUTH PLAIN XOAUTH2` as a list without its last mechanism.
+async fn read_line<R: AsyncBufRead + Unpin>(io: &mut R) -> io::Result<Option<String>> {
     let mut buf = Vec::new();
     loop {
         let avail = io.fill_buf().await?;
         if avail.is_empty() {
-            return Ok(if buf.is_empty() {
-                None
-            } else {
-                Some(String::from_utf8_lossy(&buf).into_owned())
-            });
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the stream ended in the middle of a line",
+            ));
         }
         if let Some(i) = avail.iter().position(|&b| b == b'\n') {
             buf.extend_from_slice(&avail[..i]);
@@ -360,6 +372,64 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(bytes: &[u8]) -> Vec<io::Result<Option<String>>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut io = bytes;
+            let mut out = Vec::new();
+            loop {
+                let r = read_line(&mut io).await;
+                let end = !matches!(r, Ok(Some(_)));
+                out.push(r);
+                if end {
+                    return out;
+                }
+            }
+        })
+    }
+
+    #[test]
+    fn whole_lines_are_read_without_their_line_ends() {
+        let got = read_all(b"+OK Dovecot ready.\r\n+\r\n* bare LF\n");
+        let got: Vec<_> = got.into_iter().map(Result::unwrap).collect();
+        assert_eq!(
+            got,
+            [
+                Some("+OK Dovecot ready.".to_owned()),
+                Some("+".to_owned()),
+                Some("* bare LF".to_owned()),
+                None
+            ]
+        );
+    }
+
+    #[test]
+    fn a_line_cut_by_the_end_of_the_stream_is_an_error_not_a_line() {
+        for cut in [&b"+"[..], b"+OK Dov", b"250-AUTH PLAIN", b"a1 OK\r"] {
+            let got = read_all(cut);
+            let e = got.last().unwrap().as_ref().unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "{cut:?}");
+            assert_eq!(got.len(), 1, "{cut:?}");
+            match read_error(
+                io::Error::new(e.kind(), e.to_string()),
+                "waiting for the greeting",
+            ) {
+                Outcome::Protocol { why } => assert_eq!(
+                    why,
+                    "the server closed the connection in the middle of a line while waiting for the greeting"
+                ),
+                other => panic!("{other:?}"),
+            }
         }
     }
 }

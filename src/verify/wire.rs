@@ -660,6 +660,370 @@ mod tests {
         assert_eq!(choose_mechanism(&[], &oauth, None), Ok(Mechanism::Xoauth2));
     }
 
+    /// A small xorshift generator: the same inputs on every run, so a failure repeats.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a, T>(&mut self, from: &'a [T]) -> &'a T {
+            &from[self.below(from.len())]
+        }
+        /// Text from `alphabet`, up to `max` characters.
+        fn text(&mut self, alphabet: &str, max: usize) -> String {
+            let chars: Vec<char> = alphabet.chars().collect();
+            let len = self.below(max + 1);
+            (0..len).map(|_| *self.pick(&chars)).collect()
+        }
+    }
+
+    /// Printable text a server may put after a code: anything but CR and LF (with a
+    /// non-ASCII letter and a control character or two).
+    const TEXT: &str = " !\"#*+-.0123459:=@ABKORSTXZ[]\\_abkorstxz{}~é\u{1}\t";
+    const INPUTS: usize = 20_000;
+
+    /// Reads an IMAP quoted string back (RFC 3501 §4.3: `\"` and `\\` are the only
+    /// escapes); `None` when it is not one.
+    fn imap_unquote(q: &str) -> Option<String> {
+        let inner = q.strip_prefix('"')?.strip_suffix('"')?;
+        let mut out = String::new();
+        let mut chars = inner.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next()? {
+                    e @ ('\\' | '"') => out.push(e),
+                    _ => return None,
+                },
+                '"' => return None,
+                c => out.push(c),
+            }
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn reply_lines_round_trip() {
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        for _ in 0..INPUTS {
+            // SMTP (RFC 5321 §4.2): a code 2xx-5xx, a space or hyphen, the text.
+            let code = 200 + rng.below(400) as u16;
+            let more = rng.below(2) == 1;
+            let text = rng.text(TEXT, 60);
+            let line = format!("{code}{}{text}\r\n", if more { '-' } else { ' ' });
+            assert_eq!(
+                smtp_line(&line),
+                Some(SmtpLine {
+                    code,
+                    more,
+                    text: &text
+                }),
+                "{line:?}"
+            );
+
+            // IMAP tagged (RFC 3501 §7.1): a tag, a status in any case, the text.
+            let tag = format!("{}{}", rng.pick(&["a", "A", "mt", "x."]), rng.below(10_000));
+            let status: String = rng
+                .pick(&["OK", "NO", "BAD"])
+                .chars()
+                .map(|c| {
+                    if rng.below(2) == 1 {
+                        c.to_ascii_lowercase()
+                    } else {
+                        c
+                    }
+                })
+                .collect();
+            let line = format!("{tag} {status} {text}\r\n");
+            assert_eq!(
+                imap_line(&line),
+                Some(ImapLine::Tagged {
+                    tag: &tag,
+                    status: &status,
+                    text: &text
+                }),
+                "{line:?}"
+            );
+            let line = format!("* {text}\r\n");
+            assert_eq!(imap_line(&line), Some(ImapLine::Untagged(&text)));
+
+            // POP3 (RFC 1939 §3): +OK / -ERR and the text after the space.
+            let line = format!("+OK {text}\r\n");
+            assert_eq!(pop_line(&line), Some(PopLine::Ok(text.trim_start())));
+            let line = format!("-ERR {text}\r\n");
+            assert_eq!(pop_line(&line), Some(PopLine::Err(text.trim_start())));
+
+            // An IMAP quoted string reads back as what was quoted.
+            let raw = rng.text("ab\"\\ {}é", 20);
+            assert_eq!(imap_unquote(&imap_quote(&raw)).as_deref(), Some(&*raw));
+        }
+    }
+
+    #[test]
+    fn capability_listings_round_trip() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mechs = [
+            "PLAIN",
+            "LOGIN",
+            "XOAUTH2",
+            "OAUTHBEARER",
+            "CRAM-MD5",
+            "SCRAM-SHA-256",
+            "GSSAPI",
+        ];
+        for _ in 0..INPUTS {
+            let mut offered: Vec<&str> = Vec::new();
+            for _ in 0..rng.below(5) {
+                let m = *rng.pick(&mechs);
+                if !offered.contains(&m) {
+                    offered.push(m);
+                }
+            }
+            let starttls = rng.below(2) == 1;
+            let case = |rng: &mut Rng, s: &str| {
+                if rng.below(3) == 0 {
+                    s.to_ascii_lowercase()
+                } else {
+                    s.to_owned()
+                }
+            };
+            let want: Vec<String> = offered.iter().map(|s| s.to_string()).collect();
+
+            // EHLO (RFC 5321 §4.1.1.1, RFC 4954 §3): keywords on lines after the first,
+            // in any order and case.
+            let mut lines = vec![
+                "mail.example.test Hello".to_owned(),
+                "PIPELINING".to_owned(),
+            ];
+            if starttls {
+                lines.push(case(&mut rng, "STARTTLS"));
+            }
+            if !offered.is_empty() {
+                let list: Vec<String> = offered.iter().map(|m| case(&mut rng, m)).collect();
+                lines.insert(
+                    1 + rng.below(lines.len()),
+                    format!("AUTH {}", list.join(" ")),
+                );
+            }
+            lines.push("8BITMIME".to_owned());
+            let e = ehlo(&lines);
+            assert_eq!((e.starttls, &e.auth), (starttls, &want), "{lines:?}");
+
+            // IMAP CAPABILITY (RFC 3501 §7.2.1), as a response and in a greeting.
+            let mut caps = vec!["IMAP4rev1".to_owned(), "SASL-IR".to_owned()];
+            caps.extend(
+                offered
+                    .iter()
+                    .map(|m| format!("AUTH={}", case(&mut rng, m))),
+            );
+            if starttls {
+                caps.push("STARTTLS".to_owned());
+            }
+            let listed = caps.join(" ");
+            for line in [
+                format!("CAPABILITY {listed}"),
+                format!("OK [CAPABILITY {listed}] Dovecot ready."),
+            ] {
+                let got = imap_capabilities(&line).unwrap();
+                assert_eq!(got.len(), caps.len(), "{line}");
+                assert_eq!(imap_auth_mechanisms(&got), want, "{line}");
+                assert_eq!(got.iter().any(|c| c == "STARTTLS"), starttls);
+            }
+
+            // POP3 CAPA (RFC 2449, RFC 5034 §4).
+            let mut capa = vec!["TOP".to_owned(), "UIDL".to_owned()];
+            if starttls {
+                capa.push("STLS".to_owned());
+            }
+            if !offered.is_empty() {
+                capa.push(format!("SASL {}", offered.join(" ")));
+            }
+            let c = pop_capa(&capa);
+            assert_eq!((c.stls, &c.sasl), (starttls, &want), "{capa:?}");
+        }
+    }
+
+    #[test]
+    fn failure_challenges_round_trip_and_only_bad_tokens_ask_for_a_refresh() {
+        let mut rng = Rng(0xd1b5_4a32_d192_ed03);
+        let statuses = [
+            "400",
+            "401",
+            "403",
+            "invalid_token",
+            "insufficient_scope",
+            "invalid_request",
+        ];
+        for _ in 0..INPUTS {
+            let status = *rng.pick(&statuses);
+            let scope = rng.text("abcdefghijklmnopqrstuvwxyz:/._ ", 40);
+            // XOAUTH2 (Google's page) and OAUTHBEARER (RFC 7628 §3.2.2) shapes.
+            let json = serde_json::json!({ "status": status, "schemes": "bearer", "scope": scope });
+            let b64 = STANDARD.encode(json.to_string());
+            let c = decode_challenge(&b64).unwrap();
+            assert_eq!(c.status.as_deref(), Some(status));
+            assert_eq!(c.scope.as_deref(), Some(&*scope));
+            assert_eq!(c.schemes.as_deref(), Some("bearer"));
+            assert_eq!(
+                c.token_rejected(),
+                matches!(status, "400" | "401" | "invalid_token"),
+                "{status}"
+            );
+            // A status as a JSON number (some servers) reads the same.
+            if let Ok(n) = status.parse::<u16>() {
+                let b64 = STANDARD.encode(format!(r#"{{"status":{n}}}"#));
+                assert_eq!(
+                    decode_challenge(&b64).unwrap().status.as_deref(),
+                    Some(status)
+                );
+            }
+        }
+    }
+
+    /// Real servers' lines (Dovecot here, Gmail and Office 365 from their documented
+    /// replies), cut at every character: nothing panics, and what a cut line parses
+    /// to is the whole line's reading cut short, never something else.
+    #[test]
+    fn truncated_real_transcripts_read_as_their_prefix_or_not_at_all() {
+        let smtp = [
+            "220 mail.example.test ESMTP Dovecot ready.",
+            "250-smtp.gmail.com at your service, [192.0.2.1]",
+            "250-AUTH LOGIN PLAIN XOAUTH2 PLAIN-CLIENTTOKEN OAUTHBEARER XOAUTH",
+            "250 SMTPUTF8",
+            "334 eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==",
+            "535-5.7.8 Username and Password not accepted. For more information, go to",
+            "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the Tenant.",
+            "554 5.2.252 SendAsDenied; user@contoso.example not allowed to send as other@contoso.example",
+        ];
+        let imap = [
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=XOAUTH2 AUTH=OAUTHBEARER] Dovecot ready.",
+            "* CAPABILITY IMAP4rev1 UNSELECT IDLE NAMESPACE QUOTA ID XLIST CHILDREN X-GM-EXT-1 AUTH=XOAUTH2 AUTH=PLAIN",
+            "a1 NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)",
+            "a2 NO AUTHENTICATE failed.",
+            "* BYE Session invalidated - AccessTokenExpired",
+            "+ eyJzdGF0dXMiOiI0MDEifQ==",
+            "a3 OK [CAPABILITY IMAP4rev1 SASL-IR] Logged in",
+        ];
+        let pop = [
+            "+OK Dovecot ready.",
+            "-ERR [AUTH] Authentication failed.",
+            "+ eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=",
+            "+OK Logged in.",
+        ];
+        let cuts = |line: &'static str| {
+            line.char_indices()
+                .map(|(i, _)| &line[..i])
+                .chain([line])
+                .collect::<Vec<_>>()
+        };
+        for line in smtp {
+            let whole = smtp_line(line).unwrap();
+            for cut in cuts(line) {
+                if let Some(l) = smtp_line(cut) {
+                    assert_eq!(l.code, whole.code, "{cut:?}");
+                    assert!(whole.text.starts_with(l.text), "{cut:?}");
+                }
+            }
+        }
+        let auth = ehlo(
+            &smtp
+                .iter()
+                .map(|l| smtp_line(l).unwrap().text.to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .auth;
+        for line in imap {
+            let whole = imap_line(line).unwrap();
+            let whole_caps = match whole {
+                ImapLine::Untagged(u) => imap_capabilities(u),
+                _ => None,
+            };
+            for cut in cuts(line) {
+                match (imap_line(cut), &whole) {
+                    (None, _) => {}
+                    (Some(ImapLine::Untagged(u)), ImapLine::Untagged(w)) => {
+                        assert!(w.starts_with(u), "{cut:?}");
+                        // A capability list cut short lists a prefix of the whole
+                        // one, the last name possibly cut; never a name it did not have.
+                        if let (Some(got), Some(all)) = (imap_capabilities(u), &whole_caps) {
+                            for (i, c) in got.iter().enumerate() {
+                                assert!(
+                                    all.get(i).is_some_and(|a| a.starts_with(c.as_str())),
+                                    "{cut:?}: {c}"
+                                );
+                            }
+                        }
+                    }
+                    (Some(ImapLine::Continue(c)), ImapLine::Continue(w)) => {
+                        assert!(w.starts_with(c), "{cut:?}")
+                    }
+                    (
+                        Some(ImapLine::Tagged { tag, status, text }),
+                        ImapLine::Tagged {
+                            tag: t,
+                            status: s,
+                            text: x,
+                        },
+                    ) => {
+                        assert_eq!((tag, status), (*t, *s), "{cut:?}");
+                        assert!(x.starts_with(text), "{cut:?}");
+                    }
+                    (got, _) => panic!("{cut:?} read as {got:?}, the whole as {whole:?}"),
+                }
+            }
+        }
+        for line in pop {
+            let whole = pop_line(line).unwrap();
+            for cut in cuts(line) {
+                match (pop_line(cut), &whole) {
+                    (None, _) => {}
+                    // `+` alone is a whole continuation line (RFC 5034 §4), and so is
+                    // the first character of `+OK`: no parser can tell them apart, which
+                    // is why the reader refuses a line the stream ended in
+                    // (transport::read_line).
+                    (Some(PopLine::Continue("")), PopLine::Ok(_)) if cut == "+" => {}
+                    (Some(PopLine::Ok(t)), PopLine::Ok(w))
+                    | (Some(PopLine::Err(t)), PopLine::Err(w))
+                    | (Some(PopLine::Continue(t)), PopLine::Continue(w)) => {
+                        assert!(w.starts_with(t), "{cut:?}")
+                    }
+                    (got, _) => panic!("{cut:?} read as {got:?}, the whole as {whole:?}"),
+                }
+            }
+        }
+        // The EHLO transcript cut after each of its lines offers what those lines say.
+        assert_eq!(
+            auth,
+            [
+                "LOGIN",
+                "PLAIN",
+                "XOAUTH2",
+                "PLAIN-CLIENTTOKEN",
+                "OAUTHBEARER",
+                "XOAUTH"
+            ]
+        );
+        // A challenge cut anywhere decodes to nothing or to text (never a panic), and
+        // only the whole one has its status.
+        let b64 = "eyJzdGF0dXMiOiI0MDEiLCJzY2hlbWVzIjoiYmVhcmVyIiwic2NvcGUiOiJodHRwczovL21haWwuZ29vZ2xlLmNvbS8ifQ==";
+        for cut in cuts(b64) {
+            let c = decode_challenge(cut);
+            if cut.len() < b64.len() - 4 {
+                assert!(c.is_none_or(|c| c.status.is_none()), "{cut:?}");
+            }
+        }
+        assert_eq!(
+            decode_challenge(b64).unwrap().status.as_deref(),
+            Some("401")
+        );
+    }
+
     /// Every parser takes arbitrary server text without panicking (a cheap stand-in for
     /// the fuzz target in fuzz/, run on every `cargo test`).
     #[test]
