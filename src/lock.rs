@@ -92,13 +92,49 @@ pub fn acquire_in(dir: &Path, account: &str, timeout: Duration) -> Result<Accoun
     }
 }
 
-/// Creates `dir` and missing parents with mode 0700; an existing directory is left as is.
+/// Creates `dir` and missing parents with mode 0700. An existing directory that is
+/// mailtoken's own (the state or runtime directory, or one inside them) and ours is
+/// made 0700 when it is open to others (made by hand, or by an older `mkdir -p`), as
+/// gpg and ssh insist of theirs; any other directory (a custom `[store] path`'s parent,
+/// a home directory) is left as it is.
 pub(crate) fn create_private_dir(dir: &Path) -> io::Result<()> {
+    create_private_dir_within(dir, &[paths::state_dir(), paths::runtime_dir()])
+}
+
+/// [`create_private_dir`] with mailtoken's own directories spelled out.
+fn create_private_dir_within(dir: &Path, own: &[PathBuf]) -> io::Result<()> {
     let mut builder = fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder.create(dir)?;
+    #[cfg(unix)]
+    for own in own {
+        if let Ok(inside) = dir.strip_prefix(own) {
+            let mut d = own.clone();
+            tighten(&d);
+            for part in inside.components() {
+                d.push(part);
+                tighten(&d);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `dir` to 0700 if it is ours and group or others may enter it. Best effort: a
+/// directory that cannot be changed (a read-only mount) is used as it is.
+#[cfg(unix)]
+fn tighten(dir: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Ok(meta) = fs::symlink_metadata(dir) else {
+        return;
+    };
+    // SAFETY: geteuid(2) has no memory effects and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.is_dir() && meta.uid() == me && meta.mode() & 0o077 != 0 {
+        let _ = fs::set_permissions(dir, fs::Permissions::from_mode(0o700));
+    }
 }
 
 pub(crate) fn open_lock_file(path: &Path) -> io::Result<File> {
@@ -114,6 +150,35 @@ mod tests {
     use super::*;
     use crate::error::ExitCode;
     use std::time::Instant;
+
+    #[cfg(unix)]
+    #[test]
+    fn only_mailtoken_s_own_open_directories_are_tightened() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let open = |p: &Path| {
+            fs::create_dir_all(p).unwrap();
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        let dir = tempfile::tempdir().unwrap();
+        // Someone else's directory, e.g. a custom `[store] path`'s parent: left alone.
+        let other = dir.path().join("mail");
+        open(&other);
+        create_private_dir_within(&other.join("new"), &[dir.path().join("state/mailtoken")])
+            .unwrap();
+        assert_eq!(mode(&other), 0o755);
+        assert_eq!(mode(&other.join("new")), 0o700);
+        // The state directory and the one inside it: made 0700.
+        let own = dir.path().join("state/mailtoken");
+        open(&dir.path().join("state"));
+        open(&own);
+        open(&own.join("locks"));
+        create_private_dir_within(&own.join("locks"), &[own.clone()]).unwrap();
+        assert_eq!(mode(&own), 0o700);
+        assert_eq!(mode(&own.join("locks")), 0o700);
+        // Its parent is not mailtoken's: left alone.
+        assert_eq!(mode(&dir.path().join("state")), 0o755);
+    }
 
     #[test]
     fn a_second_acquire_waits_until_the_first_is_dropped() {

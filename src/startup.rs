@@ -9,8 +9,10 @@ use std::os::unix::ffi::OsStringExt;
 /// What std's start-up does that the executables need: standard file descriptors that
 /// are closed get `/dev/null` (otherwise the next file or socket opened takes their
 /// number, and a credential printed on "stdout" could go into the daemon's socket), and
-/// SIGPIPE is ignored (so that a closed pipe is an error we report, not a death).
+/// SIGPIPE is ignored (so that a closed pipe is an error we report, not a death). And
+/// what it does not: the process is made non-dumpable ([`no_core_dumps`]).
 pub fn prepare() {
+    no_core_dumps();
     let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
         fd,
         events: 0,
@@ -29,6 +31,36 @@ pub fn prepare() {
             }
         }
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+}
+
+/// Every mailtoken process holds a secret at some point: the daemon and mailtoken-core
+/// refresh tokens, the front an access token on its way to stdout, mailtoken-add a
+/// login's. None may end up in a core file (a crash under `ulimit -c unlimited` writes
+/// the whole memory wherever `core_pattern` says), nor be read by a debugger attached
+/// by another process of the same user. On Linux the process is made non-dumpable
+/// (prctl(2) PR_SET_DUMPABLE 0; proc(5)): no core dump (unless the administrator set
+/// `fs.suid_dumpable = 2`, which then dumps it readable by root only), no ptrace attach
+/// and no `/proc/PID/{environ,mem,maps}` for anyone but root, as for a setuid program.
+/// `execve` makes a process dumpable again, so the programs mailtoken runs (store
+/// commands, the browser) are unaffected. Elsewhere the core size limit goes to 0.
+fn no_core_dumps() {
+    // SAFETY: plain system calls with constant arguments; they touch no memory of ours.
+    // Neither can fail with these arguments, and nothing could be done if one did.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    unsafe {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_CORE, &mut limit) == 0 {
+            limit.rlim_cur = 0;
+            libc::setrlimit(libc::RLIMIT_CORE, &limit);
+        }
     }
 }
 

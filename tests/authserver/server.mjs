@@ -13,6 +13,8 @@
 // Environment:
 //   AUTHSERVER_TTL        access-token lifetime in seconds (default 3600)
 //   AUTHSERVER_SHORT_TTL  access-token lifetime for the *-short clients (default 6)
+//   AUTHSERVER_SECRETS    a file to which every secret this server issues or holds is
+//                         appended (test-only; see recordSecret)
 //
 // Clients (all native, loopback redirect URIs on any port, RFC 8252 §7.3):
 //   native-cli     public (none), PKCE S256, refresh tokens rotate on every use
@@ -41,10 +43,13 @@
 //   POST /sa-token                    the JWT bearer grant (RFC 7523 §2.1) for those
 //                                     service accounts, checked and answered as Google
 //                                     does (oidc-provider has no such grant)
-//   GET  /_test/stats?account=ID      token-endpoint grant counters and the scope of
-//                                     the last refresh request (test-only)
+//   GET  /_test/stats?account=ID      token-endpoint grant counters, the scope of
+//                                     the last refresh request, when each refresh token
+//                                     was rotated and how many reuses revoked the grant
+//                                     (test-only)
 
 import crypto from 'node:crypto';
+import fs from 'node:fs';
 import http from 'node:http';
 import Provider from 'oidc-provider';
 
@@ -91,6 +96,54 @@ const ACCESS_TOKEN_TTL = envSeconds('AUTHSERVER_TTL', 3600);
 const SHORT_ACCESS_TOKEN_TTL = envSeconds('AUTHSERVER_SHORT_TTL', 6);
 
 const log = (...parts) => process.stderr.write(`[authserver] ${parts.join(' ')}\n`);
+
+// ---------------------------------------------------------------- secrets, for the scan
+
+// Test-only: every secret this server hands out or holds (access and refresh tokens,
+// client secrets, service-account private keys) is appended, as a JSON line
+// {"kind", "value"}, to the file AUTHSERVER_SECRETS names, before the response carrying
+// it is sent. tests/secretscan/secretscan.py looks for them in every process's argv and
+// environment, and in the logs, of the whole suite.
+const SECRETS_FILE = process.env.AUTHSERVER_SECRETS ?? '';
+
+function recordSecret(kind, value) {
+  if (!SECRETS_FILE || typeof value !== 'string' || value === '') return;
+  fs.appendFileSync(SECRETS_FILE, `${JSON.stringify({ kind, value })}\n`, { mode: 0o600 });
+}
+
+// The responses that carry secrets (the token endpoint, for every grant; dynamic client
+// registration; the service accounts' token endpoint), and the fields that are secrets.
+const SECRET_ROUTES = new Set(['/token', '/reg', '/sa-token']);
+const SECRET_FIELDS = {
+  access_token: 'access token',
+  refresh_token: 'refresh token',
+  client_secret: 'client secret',
+};
+
+function recordSecretsOf(res) {
+  const chunks = [];
+  const { write, end } = res;
+  const keep = (chunk, encoding) => {
+    if (chunk && typeof chunk !== 'function') {
+      chunks.push(Buffer.from(chunk, typeof encoding === 'string' ? encoding : undefined));
+    }
+  };
+  res.write = function recordingWrite(chunk, encoding, ...rest) {
+    keep(chunk, encoding);
+    return write.call(this, chunk, encoding, ...rest);
+  };
+  res.end = function recordingEnd(chunk, encoding, ...rest) {
+    keep(chunk, encoding);
+    let body;
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    } catch {
+      body = null;
+    }
+    for (const [field, kind] of Object.entries(SECRET_FIELDS)) recordSecret(kind, body?.[field]);
+    return end.call(this, chunk, encoding, ...rest);
+  };
+}
 
 // ---------------------------------------------------------------- clients
 
@@ -152,6 +205,7 @@ const clients = [
     redirect_uris: [],
   },
 ];
+for (const client of clients) recordSecret('client secret', client.client_secret);
 
 const ROTATING_CLIENTS = new Set(['native-cli', 'native-short', 'native-https']); // Microsoft-like
 // Microsoft matches a registered https://localhost (or http://localhost) redirect URI
@@ -175,16 +229,31 @@ const offlineCodes = new Set();
 // Test-only: successful token-endpoint grants per account and grant type.
 const grantStats = new Map();
 
-function countGrant(account, grantType, scope) {
-  if (!account) return;
+const newStats = () => ({
+  refresh_grants: 0, code_grants: 0, device_grants: 0, app_grants: 0, sa_grants: 0,
+  last_refresh_scope: null,
+  // When each refresh token of the account was consumed, i.e. rotated (ms since the
+  // epoch, this machine's clock, to 0.01 ms): from then on only its successor works.
+  rotated_at_ms: [],
+  // Refreshes refused because the refresh token had been used already: each one has
+  // revoked the whole grant (oidc-provider's reuse detection).
+  reuse_revocations: 0,
+});
+
+function statsOf(account) {
   let entry = grantStats.get(account);
   if (!entry) {
-    entry = {
-      refresh_grants: 0, code_grants: 0, device_grants: 0, app_grants: 0, sa_grants: 0,
-      last_refresh_scope: null,
-    };
+    entry = newStats();
     grantStats.set(account, entry);
   }
+  return entry;
+}
+
+const preciseNow = () => Math.round((performance.timeOrigin + performance.now()) * 100) / 100;
+
+function countGrant(account, grantType, scope) {
+  if (!account) return;
+  const entry = statsOf(account);
   if (grantType === 'refresh_token') {
     entry.refresh_grants += 1;
     // The `scope` parameter of the last refresh request as sent (null: none sent).
@@ -426,7 +495,14 @@ server.listen(requestedPort, '127.0.0.1', () => {
     countGrant(account, grantType, ctx.oidc.params?.scope);
     log('grant.success', grantType, account, ctx.oidc.client?.clientId);
   });
+  provider.on('refresh_token.consumed', (token) => {
+    if (token.accountId) statsOf(token.accountId).rotated_at_ms.push(preciseNow());
+  });
   provider.on('grant.error', (ctx, err) => {
+    const account = ctx.oidc?.entities?.Account?.accountId;
+    if (account && err.error_detail === 'refresh token already used') {
+      statsOf(account).reuse_revocations += 1;
+    }
     log('grant.error', ctx.oidc?.params?.grant_type, err.error, err.error_description ?? '', err.error_detail ?? '');
   });
   provider.on('authorization.error', (ctx, err) => {
@@ -444,6 +520,7 @@ server.listen(requestedPort, '127.0.0.1', () => {
       log(req.method, req.url.replace(/([?&](?:code|refresh_token|token|code_verifier|client_secret)=)[^&]*/g, '$1…'), res.statusCode, `${Date.now() - started}ms`);
     });
     const url = new URL(req.url, issuer);
+    if (SECRET_ROUTES.has(url.pathname)) recordSecretsOf(res);
     if (url.pathname.startsWith('/interaction/') || url.pathname.startsWith('/_test/')
       || url.pathname === '/sa-token') {
       handleCustom(provider, req, res, url).catch((err) => {
@@ -516,12 +593,14 @@ function newServiceAccount(issuer, email, delegated) {
   const { publicKey, privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
   const keyId = crypto.randomBytes(20).toString('hex');
   serviceAccounts.set(email, { publicKey, keyId, delegated });
+  const pem = privateKey.export({ type: 'pkcs8', format: 'pem' });
+  recordSecret('private key', pem);
   // The fields of the JSON key Google's console downloads.
   return {
     type: 'service_account',
     project_id: 'mailtoken-test',
     private_key_id: keyId,
-    private_key: privateKey.export({ type: 'pkcs8', format: 'pem' }),
+    private_key: pem,
     client_email: email,
     client_id: String(BigInt(`0x${crypto.randomBytes(8).toString('hex')}`)),
     auth_uri: `${issuer}/auth`,
@@ -617,11 +696,7 @@ async function handleCustom(provider, req, res, url) {
   }
   if (path === '/_test/stats' && req.method === 'GET') {
     const account = url.searchParams.get('account') ?? '';
-    const entry = grantStats.get(account)
-      ?? {
-        refresh_grants: 0, code_grants: 0, device_grants: 0, app_grants: 0, sa_grants: 0,
-        last_refresh_scope: null,
-      };
+    const entry = grantStats.get(account) ?? newStats();
     sendJson(res, 200, { account, ...entry });
     return;
   }

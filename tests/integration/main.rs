@@ -27,6 +27,7 @@ mod package;
 mod provider_replies;
 mod proxy;
 mod relay;
+mod security;
 mod service_account;
 mod slow_provider;
 mod store_crash;
