@@ -12,7 +12,7 @@ use crate::config::{Account, Config};
 use crate::error::{Error, Result};
 use crate::lock;
 use crate::oauth::{OAuthClient, TokenError, TokenGrant};
-use crate::record::{self, FailureKind, TokenRecord};
+use crate::record::{self, FailureKind, Now, TokenRecord};
 use crate::secret::Secret;
 use crate::state::{AccountState, Decision, Failure, RefreshError, RefreshOutcome, Refreshed};
 use crate::store::rescue::Rescue;
@@ -57,8 +57,34 @@ impl Broker {
     /// store refused the last refresh's tokens). A store that cannot be read now does
     /// not hide a rescued record.
     pub fn load(&self, account: &Account) -> Result<Option<TokenRecord>> {
+        // The rescued record first: a process whose save the store takes removes it
+        // after, so a store read second has that save if the rescue read missed it.
         let rescued = self.rescue.load(&account.name);
-        let stored = match self.store.load(&account.name) {
+        self.merge(account, self.store.load(&account.name), rescued)
+    }
+
+    /// `load` for several accounts, with one read of a store that can do it in one
+    /// (`TokenStore::load_each`): the daemon's start.
+    pub fn load_each(&self, accounts: &[&Account]) -> Vec<Result<Option<TokenRecord>>> {
+        let rescued: Vec<_> = accounts.iter().map(|a| self.rescue.load(&a.name)).collect();
+        let names: Vec<&str> = accounts.iter().map(|a| a.name.as_str()).collect();
+        let stored = self.store.load_each(&names);
+        accounts
+            .iter()
+            .zip(stored)
+            .zip(rescued)
+            .map(|((a, s), r)| self.merge(a, s, r))
+            .collect()
+    }
+
+    /// The stored record (or the store's error) with the rescued one, as `load` says.
+    fn merge(
+        &self,
+        account: &Account,
+        stored: Result<Option<TokenRecord>>,
+        rescued: Option<(TokenRecord, std::path::PathBuf)>,
+    ) -> Result<Option<TokenRecord>> {
+        let stored = match stored {
             Ok(s) => s,
             Err(e) => return rescued.map(|(r, _)| Some(r)).ok_or(e),
         };
@@ -128,7 +154,7 @@ impl Broker {
         if matches!(state, AccountState::NoToken) {
             return Err(not_logged_in(account, &*self.store));
         }
-        match state.decide(record::now(), min_valid, &account.name) {
+        match state.decide(Now::current(), min_valid, &account.name) {
             Decision::Serve(r) => Ok(Some(r)),
             Decision::Blocked { error, .. } => Err(error),
             // A stored record is never `Refreshing` (the file lock is that state here).
@@ -181,6 +207,9 @@ impl Broker {
                 ));
             }
         };
+        // The token's life is counted from before it was asked for: it cannot have
+        // begun earlier, so the record never credits it with more than it has.
+        let asked = Now::current();
         let result = runtime()
             .map_err(|error| TokenError {
                 kind: FailureKind::Temporary,
@@ -207,7 +236,7 @@ impl Broker {
         let now = record::now();
         match result {
             Ok(grant) => {
-                apply_grant(&mut rec, grant, false);
+                apply_grant(&mut rec, grant, false, asked);
                 rec.app_only = app_only;
                 rec.refreshed_at = Some(now);
                 rec.last_error = None;
@@ -300,7 +329,7 @@ impl Broker {
         let got_refresh_token = grant.refresh_token.is_some();
         let mut rec = TokenRecord::default();
         let requested = account.oauth()?.scopes.clone();
-        apply_grant(&mut rec, grant, true);
+        apply_grant(&mut rec, grant, true, Now::current());
         if rec.scopes.is_empty() {
             rec.scopes = requested;
         }
@@ -376,8 +405,7 @@ pub struct LoginNotes {
     pub kept_old_refresh_token: bool,
 }
 
-fn apply_grant(rec: &mut TokenRecord, grant: TokenGrant, login: bool) {
-    let now = record::now();
+fn apply_grant(rec: &mut TokenRecord, grant: TokenGrant, login: bool, now: Now) {
     rec.set_access_token(grant.access_token, grant.expires_in, now);
     // Rotation (Microsoft, oidc-provider's public clients): the new refresh token
     // replaces the old one, which is now dead.

@@ -247,7 +247,7 @@ fn status_cmd(account: Option<&str>, json: bool) -> Result<()> {
         Some(a) => vec![broker.account(a)?],
         None => broker.config.accounts.values().collect(),
     };
-    let (now, store) = (record::now(), broker.store().describe());
+    let (now, store) = (record::Now::current(), broker.store().describe());
     let rows: Vec<Row> = accounts
         .into_iter()
         .map(|a| {
@@ -258,7 +258,7 @@ fn status_cmd(account: Option<&str>, json: bool) -> Result<()> {
                 Ok(rec) => Row::oauth(
                     a,
                     &AccountState::from_record(rec),
-                    now,
+                    now.clone(),
                     &store,
                     broker.rescued_at(a).as_deref(),
                 ),

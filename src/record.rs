@@ -2,7 +2,12 @@
 //! access token good enough to hand out, or must it be refreshed first?
 //!
 //! Times are seconds since the Unix epoch (wall clock): records are shared between
-//! processes and survive reboots, so a monotonic clock cannot be used for them.
+//! processes and survive reboots, so a monotonic clock cannot be used for them alone.
+//! But the wall clock can be set (NTP stepping it, `date -s`, a wrong clock corrected
+//! after boot): set back an hour, it would make a token that dies in seconds look good
+//! for an hour more. So a record also notes where on the boot clock its access token
+//! was obtained ([`BootStamp`]), and the validity rules take the shorter of the two
+//! clocks' answers ([`TokenRecord::clock_setback`]).
 
 use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
@@ -48,6 +53,76 @@ pub struct TokenRecord {
     /// service account): it is renewed by asking again, with no refresh token.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub app_only: bool,
+    /// Where on the boot clock the access token was obtained (absent in records of
+    /// earlier versions, and where there is no boot clock: the wall clock alone rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub obtained_boot: Option<BootStamp>,
+}
+
+/// A moment on this machine's boot clock: the boot's id and the time since it began,
+/// counting suspend (Linux: `/proc/sys/kernel/random/boot_id` and `CLOCK_BOOTTIME`).
+/// Nothing can set this clock, and unlike `CLOCK_MONOTONIC` it goes on while the
+/// machine sleeps, so between two stamps of one boot it measures the time that really
+/// passed, which is what a token's `expires_in` counts.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BootStamp {
+    pub boot: String,
+    pub ms: u64,
+}
+
+/// "Now" for the validity rules: the wall clock, and the boot clock where there is one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Now {
+    pub wall: u64,
+    pub boot: Option<BootStamp>,
+}
+
+/// A wall-clock second alone (records' times, the tests' clocks).
+impl From<u64> for Now {
+    fn from(wall: u64) -> Now {
+        Now { wall, boot: None }
+    }
+}
+
+impl Now {
+    /// Both clocks, read now.
+    pub fn current() -> Now {
+        Now {
+            wall: now(),
+            boot: boot_stamp(),
+        }
+    }
+}
+
+/// The boot clock now; `None` where it cannot be read.
+#[cfg(target_os = "linux")]
+fn boot_stamp() -> Option<BootStamp> {
+    // A process lives within one boot: the id is read once.
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let boot = BOOT_ID
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .clone()?;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        return None;
+    }
+    let ms = u64::try_from(ts.tv_sec).ok()?.checked_mul(1000)?
+        + u64::try_from(ts.tv_nsec).ok()? / 1_000_000;
+    Some(BootStamp { boot, ms })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn boot_stamp() -> Option<BootStamp> {
+    None
 }
 
 impl TokenRecord {
@@ -163,29 +238,72 @@ impl TokenRecord {
             .map(|e| Duration::from_secs(e.saturating_sub(self.obtained_at)))
     }
 
+    /// Seconds by which the wall clock has been set back since the access token was
+    /// obtained: how much more time the boot clock says has passed than the wall clock
+    /// does. 0 when it was not set back (a clock set forward makes tokens look older,
+    /// which costs a refresh, never an expired token), and when the boot clock cannot
+    /// tell: no stamp (an earlier version's record), another boot, no boot clock here.
+    ///
+    /// The boot clock's time is rounded up and the wall clock's seconds are whole
+    /// (`obtained_at` rounded down), so a record may lose up to a second this way: never
+    /// the other way round.
+    pub fn clock_setback(&self, now: &Now) -> u64 {
+        let (Some(then), Some(at)) = (&self.obtained_boot, &now.boot) else {
+            return 0;
+        };
+        if then.boot != at.boot || at.ms < then.ms {
+            return 0;
+        }
+        let passed = (at.ms - then.ms).div_ceil(1000);
+        let wall_passed = i128::from(now.wall) - i128::from(self.obtained_at);
+        u64::try_from(i128::from(passed) - wall_passed).unwrap_or(0)
+    }
+
+    /// When the access token stops working, on the wall clock as it reads at `now`.
+    pub fn expires_at_on(&self, now: &Now) -> Option<u64> {
+        let back = self.clock_setback(now);
+        self.expires_at.map(|e| e.saturating_sub(back))
+    }
+
+    /// When the access token was obtained, on the wall clock as it reads at `now`.
+    pub fn obtained_at_on(&self, now: &Now) -> u64 {
+        self.obtained_at.saturating_sub(self.clock_setback(now))
+    }
+
     /// Seconds the access token has left at `now` (0 when expired or unknown).
-    pub fn remaining(&self, now: u64) -> u64 {
-        self.expires_at.map_or(0, |e| e.saturating_sub(now))
+    pub fn remaining(&self, now: impl Into<Now>) -> u64 {
+        let now = now.into();
+        self.expires_at_on(&now)
+            .map_or(0, |e| e.saturating_sub(now.wall))
     }
 
     /// The access token, if it stays valid for what `min_valid` asks at `now`.
-    pub fn usable_access_token(&self, now: u64, min_valid: Duration) -> Option<&Secret> {
+    pub fn usable_access_token(&self, now: impl Into<Now>, min_valid: Duration) -> Option<&Secret> {
+        let now = now.into();
         let token = self.access_token.as_ref()?;
         let need = required_validity(min_valid, self.lifetime());
         // A token with an unknown expiry is never trusted: a refresh sets one.
-        let expires_at = self.expires_at?;
-        (expires_at > now && expires_at - now >= need.as_secs().max(1)).then_some(token)
+        let expires_at = self.expires_at_on(&now)?;
+        (expires_at > now.wall && expires_at - now.wall >= need.as_secs().max(1)).then_some(token)
     }
 
-    /// Records a fresh access token from a token response.
-    pub fn set_access_token(&mut self, token: Secret, expires_in: Option<Duration>, now: u64) {
+    /// Records a fresh access token from a token response; `now` is when it was asked
+    /// for (or, at the latest, received).
+    pub fn set_access_token(
+        &mut self,
+        token: Secret,
+        expires_in: Option<Duration>,
+        now: impl Into<Now>,
+    ) {
+        let now = now.into();
         let (lifetime, assumed) = match expires_in {
             Some(d) => (d, false),
             None => (ASSUMED_LIFETIME, true),
         };
         self.access_token = Some(token);
-        self.obtained_at = now;
-        self.expires_at = Some(now + lifetime.as_secs());
+        self.obtained_at = now.wall;
+        self.obtained_boot = now.boot;
+        self.expires_at = Some(now.wall + lifetime.as_secs());
         self.expiry_assumed = assumed;
     }
 
@@ -291,6 +409,108 @@ mod tests {
                 .unwrap();
         assert_eq!((e.kind, e.failures), (FailureKind::Temporary, 3));
         assert!(!e.kind.needs_login());
+    }
+
+    fn at(wall: u64, ms: u64) -> Now {
+        Now {
+            wall,
+            boot: Some(BootStamp {
+                boot: "boot-a".into(),
+                ms,
+            }),
+        }
+    }
+
+    /// A 6-second token obtained at wall second 10 000, 50 s into the boot.
+    fn short() -> TokenRecord {
+        let mut r = TokenRecord::default();
+        r.set_access_token(
+            Secret::new("at"),
+            Some(Duration::from_secs(6)),
+            at(10_000, 50_000),
+        );
+        r
+    }
+
+    #[test]
+    fn a_clock_set_back_an_hour_does_not_lengthen_a_token_s_life() {
+        let r = short();
+        // Two seconds later the wall clock is set back an hour: by the wall clock
+        // alone the token would have 3604 s left.
+        let later = at(10_002 - 3600, 52_000);
+        assert_eq!(r.clock_setback(&later), 3600);
+        assert_eq!(r.remaining(later.clone()), 4);
+        assert_eq!(r.expires_at_on(&later), Some(10_006 - 3600));
+        assert_eq!(r.obtained_at_on(&later), 10_000 - 3600);
+        assert!(r.usable_access_token(later, Duration::ZERO).is_some());
+        // Seven seconds after it was obtained it is dead, whatever the wall clock says.
+        let dead = at(10_007 - 3600, 57_000);
+        assert_eq!(r.remaining(dead.clone()), 0);
+        assert!(r.usable_access_token(dead, Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn a_clock_set_forward_only_makes_a_token_look_older() {
+        let r = short();
+        let later = at(10_002 + 3600, 52_000);
+        assert_eq!(r.clock_setback(&later), 0);
+        assert_eq!(r.remaining(later.clone()), 0);
+        assert!(r.usable_access_token(later, Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn without_a_stamp_of_the_same_boot_the_wall_clock_alone_rules() {
+        let r = short();
+        // Another boot: its clock started again from zero.
+        let rebooted = Now {
+            wall: 10_002 - 3600,
+            boot: Some(BootStamp {
+                boot: "boot-b".into(),
+                ms: 2_000,
+            }),
+        };
+        assert_eq!(r.clock_setback(&rebooted), 0);
+        assert_eq!(r.remaining(rebooted), 3604);
+        // No boot clock here, or a record written before stamps existed.
+        assert_eq!(r.clock_setback(&Now::from(10_002 - 3600)), 0);
+        let mut old = r.clone();
+        old.obtained_boot = None;
+        assert_eq!(old.clock_setback(&at(10_002 - 3600, 52_000)), 0);
+        // A boot clock behind the stamp cannot be of the same boot's clock: ignored.
+        assert_eq!(r.clock_setback(&at(9_000, 49_000)), 0);
+    }
+
+    #[test]
+    fn an_unset_clock_costs_at_most_a_second_of_rounding() {
+        let r = short();
+        // 1.5 s later: the boot clock's 2 s against the wall clock's whole 1 or 2 s.
+        assert_eq!(r.clock_setback(&at(10_001, 51_500)), 1);
+        assert_eq!(r.clock_setback(&at(10_002, 51_500)), 0);
+        assert_eq!(r.clock_setback(&at(10_003, 53_000)), 0);
+    }
+
+    #[test]
+    fn the_boot_stamp_is_stored_only_when_known_and_read_back() {
+        let v = serde_json::to_value(short()).unwrap();
+        assert_eq!(
+            v["obtained_boot"],
+            serde_json::json!({"boot": "boot-a", "ms": 50_000})
+        );
+        assert_eq!(serde_json::from_value::<TokenRecord>(v).unwrap(), short());
+        let mut r = TokenRecord::default();
+        r.set_access_token(Secret::new("at"), None, 100);
+        let v = serde_json::to_value(&r).unwrap();
+        assert!(v.get("obtained_boot").is_none(), "{v}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn this_machine_has_a_boot_clock_that_goes_forward() {
+        let a = Now::current().boot.expect("CLOCK_BOOTTIME and the boot id");
+        std::thread::sleep(Duration::from_millis(20));
+        let b = Now::current().boot.unwrap();
+        assert_eq!(a.boot, b.boot);
+        assert!(b.ms >= a.ms + 20, "{a:?} {b:?}");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! transient failure are spaced: pure decisions on wall-clock seconds, kept apart from
 //! timers and I/O so they can be tested exhaustively (`state.rs` applies them).
 
-use crate::record::{TokenRecord, required_validity};
+use crate::record::{Now, TokenRecord, required_validity};
 use std::time::Duration;
 
 /// The refresh happens at the latest this long before expiry, even if nobody asked for a
@@ -26,13 +26,15 @@ pub fn lead(rec: &TokenRecord, longest_min_valid: Duration) -> Duration {
     }
 }
 
-/// The wall-clock second at which `rec` should be refreshed, or `None` when there is
-/// nothing to refresh (no refresh token nor app credentials, or no known expiry).
-pub fn refresh_at(rec: &TokenRecord, longest_min_valid: Duration) -> Option<u64> {
+/// The wall-clock second (on the wall clock as it reads at `now`: it may have been set
+/// back since the token was obtained) at which `rec` should be refreshed, or `None`
+/// when there is nothing to refresh (no refresh token nor app credentials, or no known
+/// expiry).
+pub fn refresh_at(rec: &TokenRecord, longest_min_valid: Duration, now: &Now) -> Option<u64> {
     if !rec.renewable() {
         return None;
     }
-    let expires_at = rec.expires_at?;
+    let expires_at = rec.expires_at_on(now)?;
     Some(expires_at.saturating_sub(lead(rec, longest_min_valid).as_secs()))
 }
 
@@ -61,10 +63,15 @@ mod tests {
 
     const FIVE_MIN: Duration = Duration::from_secs(300);
 
+    /// The wall clock alone: the boot clock's part is `record.rs`'s and `state.rs`'s.
+    fn wall() -> Now {
+        Now::from(0)
+    }
+
     #[test]
     fn an_hour_token_is_refreshed_five_minutes_before_expiry() {
         assert_eq!(
-            refresh_at(&rec(1000, 3600), FIVE_MIN),
+            refresh_at(&rec(1000, 3600), FIVE_MIN, &wall()),
             Some(1000 + 3600 - 300)
         );
     }
@@ -72,18 +79,21 @@ mod tests {
     #[test]
     fn a_longer_min_valid_moves_the_refresh_earlier_but_not_before_half_life() {
         assert_eq!(
-            refresh_at(&rec(0, 3600), Duration::from_secs(1200)),
+            refresh_at(&rec(0, 3600), Duration::from_secs(1200), &wall()),
             Some(2400)
         );
         assert_eq!(
-            refresh_at(&rec(0, 3600), Duration::from_secs(7200)),
+            refresh_at(&rec(0, 3600), Duration::from_secs(7200), &wall()),
             Some(1800)
         );
     }
 
     #[test]
     fn nobody_asking_still_refreshes_a_margin_before_expiry() {
-        assert_eq!(refresh_at(&rec(0, 3600), Duration::ZERO), Some(3600 - 60));
+        assert_eq!(
+            refresh_at(&rec(0, 3600), Duration::ZERO, &wall()),
+            Some(3600 - 60)
+        );
     }
 
     #[test]
@@ -91,10 +101,10 @@ mod tests {
         // 30 s tokens: the margin (60 s) would put the refresh before the token was
         // even issued, and every refresh would be due at once again.
         let r = rec(1000, 30);
-        assert_eq!(refresh_at(&r, FIVE_MIN), Some(1015));
+        assert_eq!(refresh_at(&r, FIVE_MIN, &wall()), Some(1015));
         for lifetime in 1..200 {
             let r = rec(5000, lifetime);
-            let at = refresh_at(&r, FIVE_MIN).unwrap();
+            let at = refresh_at(&r, FIVE_MIN, &wall()).unwrap();
             assert!(
                 at > 5000 || lifetime < 2,
                 "lifetime {lifetime}: refresh at {at} is not after issue"
@@ -107,17 +117,17 @@ mod tests {
         let mut r = rec(1000, 3600);
         r.refresh_token = None;
         r.app_only = true;
-        assert_eq!(refresh_at(&r, FIVE_MIN), Some(1000 + 3600 - 300));
+        assert_eq!(refresh_at(&r, FIVE_MIN, &wall()), Some(1000 + 3600 - 300));
     }
 
     #[test]
     fn no_refresh_token_or_no_expiry_means_no_schedule() {
         let mut r = rec(0, 3600);
         r.refresh_token = None;
-        assert_eq!(refresh_at(&r, FIVE_MIN), None);
+        assert_eq!(refresh_at(&r, FIVE_MIN, &wall()), None);
         let mut r = rec(0, 3600);
         r.expires_at = None;
-        assert_eq!(refresh_at(&r, FIVE_MIN), None);
+        assert_eq!(refresh_at(&r, FIVE_MIN, &wall()), None);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! record on every call): what may be handed out now, whether a refresh may be sent,
 //! when the next one is due, and what a refresh's outcome changes.
 //!
-//! Pure: wall-clock seconds and the jitter come in as arguments, nothing here does I/O,
+//! Pure: the clocks ([`Now`]: wall-clock seconds, and the boot clock that shows when the
+//! wall clock was set back) and the jitter come in as arguments, nothing here does I/O,
 //! so every transition is tested below the way `schedule.rs` is.
 //!
 //! ```text
@@ -18,7 +19,7 @@
 //! ```
 
 use crate::error::{Error, ExitCode};
-use crate::record::{FailureKind, LastError, TokenRecord};
+use crate::record::{FailureKind, LastError, Now, TokenRecord};
 use crate::schedule;
 use crate::secret::Secret;
 use std::time::Duration;
@@ -323,8 +324,17 @@ impl AccountState {
 
     /// The one place that decides what a caller gets (see [`Decision`]); `account`
     /// names it in the words of a refusal.
-    pub fn decide(&self, now: u64, min_valid: Duration, account: &str) -> Decision {
-        let usable = |h: &Held| h.record.usable_access_token(now, min_valid).is_some();
+    pub fn decide(&self, now: impl Into<Now>, min_valid: Duration, account: &str) -> Decision {
+        self.decide_on(&now.into(), min_valid, account)
+    }
+
+    fn decide_on(&self, clock: &Now, min_valid: Duration, account: &str) -> Decision {
+        let now = clock.wall;
+        let usable = |h: &Held| {
+            h.record
+                .usable_access_token(clock.clone(), min_valid)
+                .is_some()
+        };
         match self {
             AccountState::Unloaded => Decision::Load,
             AccountState::NoToken => Decision::Blocked {
@@ -338,9 +348,9 @@ impl AccountState {
             },
             AccountState::LoginPending { until, before } => {
                 if *until <= now {
-                    return before.decide(now, min_valid, account);
+                    return before.decide_on(clock, min_valid, account);
                 }
-                match before.decide(now, min_valid, account) {
+                match before.decide_on(clock, min_valid, account) {
                     Decision::Blocked { mut error, .. } => {
                         error
                             .message
@@ -365,7 +375,7 @@ impl AccountState {
             AccountState::BackingOff {
                 failure, retry_at, ..
             } => {
-                let next = (*retry_at).min(failure.at + PROBE_INTERVAL);
+                let next = due(*retry_at, now).min(failure.at + PROBE_INTERVAL);
                 if now >= next {
                     return Decision::Refresh;
                 }
@@ -519,21 +529,25 @@ impl AccountState {
         }
     }
 
-    /// What the refresher should do next and when, given the longest `--min-valid`
-    /// asked for; `None` while only a request or a login can change anything.
-    pub fn next_job(&self, longest_min_valid: Duration) -> Option<(u64, Job)> {
+    /// What the refresher should do next and when (a second on the wall clock as it
+    /// reads at `now`), given the longest `--min-valid` asked for; `None` while only a
+    /// request or a login can change anything.
+    pub fn next_job(&self, longest_min_valid: Duration, now: impl Into<Now>) -> Option<(u64, Job)> {
+        let now = now.into();
         let (held, refresh) = match self {
             // Never within a second of the token's issue: a provider that sends
             // `expires_in: 0` gets one refresh a second, not a loop.
             AccountState::Active(h) => (
                 h,
-                schedule::refresh_at(&h.record, longest_min_valid)
-                    .map(|at| at.max(h.record.obtained_at + 1)),
+                schedule::refresh_at(&h.record, longest_min_valid, &now)
+                    .map(|at| at.max(h.record.obtained_at_on(&now) + 1)),
             ),
-            AccountState::BackingOff { held, retry_at, .. } => (held, Some(*retry_at)),
+            AccountState::BackingOff { held, retry_at, .. } => {
+                (held, Some(due(*retry_at, now.wall)))
+            }
             _ => return None,
         };
-        let save = held.unsaved.as_ref().map(|u| u.retry_at);
+        let save = held.unsaved.as_ref().map(|u| due(u.retry_at, now.wall));
         match (refresh, save) {
             // A refresh saves too: when both are due, refresh.
             (Some(r), Some(s)) if s < r => Some((s, Job::Save)),
@@ -541,6 +555,24 @@ impl AccountState {
             (None, Some(s)) => Some((s, Job::Save)),
             (None, None) => None,
         }
+    }
+}
+
+/// A retry planned for `at`, as it stands at `now`: a retry is never planned further
+/// ahead than the longest backoff, so one that is, was planned before the wall clock
+/// was set back, and is due now (the backoff's times are wall-clock seconds, kept in
+/// the store between processes; a clock set back an hour must not hold an account's
+/// requests back for an hour). The one request this lets through comes at most once per
+/// setting of the clock.
+fn due(at: u64, now: u64) -> u64 {
+    let longest = schedule::BACKOFF_CAP
+        .mul_f64(1.2)
+        .as_secs()
+        .max(PROBE_INTERVAL);
+    if at > now.saturating_add(longest) {
+        now
+    } else {
+        at
     }
 }
 
@@ -555,6 +587,7 @@ fn backoff_secs(failures: u32, jitter: f64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::BootStamp;
 
     const FIVE_MIN: Duration = Duration::from_secs(300);
 
@@ -688,7 +721,7 @@ mod tests {
         assert_eq!(s.failure().unwrap().at, 4400);
         // Nothing more is sent: no refresh can start, and no job is scheduled.
         assert!(s.begin_refresh(2).is_none());
-        assert!(s.next_job(FIVE_MIN).is_none());
+        assert!(s.next_job(FIVE_MIN, 4400).is_none());
         match s.decide(5000, FIVE_MIN, "a") {
             Decision::Blocked { error, until } => {
                 assert_eq!((error.code, until), (ExitCode::NoPerm, None));
@@ -704,7 +737,7 @@ mod tests {
         assert_eq!(s.finish_refresh(1, temporary(), 4400, 0.5), Effect::None);
         assert_eq!(s.retry_at(), Some(4405));
         assert_eq!(s.failure().unwrap().at, 4400);
-        assert_eq!(s.next_job(FIVE_MIN), Some((4405, Job::Refresh)));
+        assert_eq!(s.next_job(FIVE_MIN, 4400), Some((4405, Job::Refresh)));
         // The still-valid token serves a caller it satisfies; another is told when.
         assert!(served(s.decide(4401, Duration::from_secs(60), "a")).is_some());
         match s.decide(4401, FIVE_MIN, "a") {
@@ -751,7 +784,7 @@ mod tests {
             let mut s = AccountState::from_record(Some(record(start - 4000, 3600)));
             let (mut requests, mut ticket, mut first_served) = (Vec::new(), 0, None);
             for now in start..start + outage + 60 {
-                let refresher_due = s.next_job(FIVE_MIN).is_some_and(|(at, _)| at <= now);
+                let refresher_due = s.next_job(FIVE_MIN, now).is_some_and(|(at, _)| at <= now);
                 let caller_may = matches!(s.decide(now, FIVE_MIN, "a"), Decision::Refresh);
                 if refresher_due || caller_may {
                     ticket += 1;
@@ -793,7 +826,7 @@ mod tests {
         for n in 1..=5 {
             s.begin_refresh(n).unwrap();
             s.finish_refresh(n, temporary(), at, 0.5);
-            let (next, job) = s.next_job(FIVE_MIN).unwrap();
+            let (next, job) = s.next_job(FIVE_MIN, at).unwrap();
             assert_eq!(job, Job::Refresh);
             gaps.push(next - at);
             at = next;
@@ -816,9 +849,9 @@ mod tests {
             served(s.decide(4401, FIVE_MIN, "a")).as_deref(),
             Some("at-4400")
         );
-        assert_eq!(s.next_job(FIVE_MIN), Some((4405, Job::Save)));
+        assert_eq!(s.next_job(FIVE_MIN, 4400), Some((4405, Job::Save)));
         s.save_failed(4400, Error::noperm("still locked"), 4405, 0.5);
-        assert_eq!(s.next_job(FIVE_MIN), Some((4415, Job::Save)));
+        assert_eq!(s.next_job(FIVE_MIN, 4405), Some((4415, Job::Save)));
         assert_eq!(s.unsaved().unwrap().error.message, "still locked");
         // The outcome of a save of older tokens does not touch newer ones.
         s.saved(1000);
@@ -826,8 +859,76 @@ mod tests {
         s.saved(4400);
         assert!(s.unsaved().is_none());
         assert_eq!(
-            s.next_job(FIVE_MIN),
+            s.next_job(FIVE_MIN, 4405),
             Some((4400 + 3600 - 300, Job::Refresh))
+        );
+    }
+
+    /// `record(obtained, lifetime)` stamped on the boot clock, `ms` into the boot.
+    fn stamped(obtained: u64, lifetime: u64, ms: u64) -> TokenRecord {
+        let mut r = record(obtained, lifetime);
+        r.obtained_boot = Some(BootStamp {
+            boot: "b".into(),
+            ms,
+        });
+        r
+    }
+
+    fn clock(wall: u64, ms: u64) -> Now {
+        Now {
+            wall,
+            boot: Some(BootStamp {
+                boot: "b".into(),
+                ms,
+            }),
+        }
+    }
+
+    #[test]
+    fn after_the_clock_is_set_back_a_short_token_is_refreshed_when_due_not_an_hour_late() {
+        // A 6-second token, then the wall clock set back an hour one second later.
+        let s = AccountState::from_record(Some(stamped(10_000, 6, 0)));
+        let back = |secs: u64| clock(10_000 + secs - 3600, secs * 1000);
+        // Half its life is the most a caller's min_valid may ask of it.
+        assert!(served(s.decide(back(1), FIVE_MIN, "a")).is_some());
+        assert!(matches!(
+            s.decide(back(4), FIVE_MIN, "a"),
+            Decision::Refresh
+        ));
+        assert!(matches!(
+            s.decide(back(7), Duration::ZERO, "a"),
+            Decision::Refresh
+        ));
+        // The refresher's deadline is on the clock as it now reads: half-life, 3 s in.
+        assert_eq!(
+            s.next_job(FIVE_MIN, back(1)),
+            Some((10_003 - 3600, Job::Refresh))
+        );
+    }
+
+    #[test]
+    fn a_backoff_planned_before_the_clock_was_set_back_does_not_hold_requests_for_an_hour() {
+        // A token that the clock set back does not bring back to life (it expires at
+        // 1000, before the new "now").
+        let mut s = AccountState::from_record(Some(record(0, 1000)));
+        s.begin_refresh(1);
+        s.finish_refresh(1, temporary(), 4600, 0.5);
+        assert_eq!(s.retry_at(), Some(4605));
+        // The clock goes back an hour: the probe is allowed now, and the refresher's
+        // retry is due now, not in an hour.
+        let now = 4601 - 3600;
+        assert!(matches!(s.decide(now, FIVE_MIN, "a"), Decision::Refresh));
+        assert_eq!(s.next_job(FIVE_MIN, now), Some((now, Job::Refresh)));
+        // Its failure, recorded on the clock as set, then spaces requests again.
+        s.begin_refresh(2);
+        s.finish_refresh(2, temporary(), now, 0.5);
+        assert!(matches!(
+            s.decide(now + 1, FIVE_MIN, "a"),
+            Decision::Blocked { .. }
+        ));
+        assert_eq!(
+            s.next_job(FIVE_MIN, now + 1),
+            Some((now + 10, Job::Refresh))
         );
     }
 

@@ -4,7 +4,7 @@
 
 use crate::config::Account;
 use crate::error::{Error, Result};
-use crate::record::TokenRecord;
+use crate::record::{Now, TokenRecord};
 use crate::state::AccountState;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -127,15 +127,16 @@ impl Row {
     pub fn oauth(
         a: &Account,
         state: &AccountState,
-        now: u64,
+        now: impl Into<Now>,
         store: &str,
         rescued: Option<&Path>,
     ) -> Row {
+        let now = now.into();
         let kind = if a.app_only() { "app" } else { "oauth" };
         let mut row = Row::blank(a, kind, store);
         row.login_ways(a);
         if let Some(r) = state.record() {
-            row.fill(r, now);
+            row.fill(r, &now);
         }
         if state.needs_login() {
             row.state = "needs_login".into();
@@ -145,7 +146,7 @@ impl Row {
             row.last_error_at = Some(f.at);
         }
         row.next_attempt_at = state.retry_at();
-        row.login_pending = state.login_pending(now);
+        row.login_pending = state.login_pending(now.wall);
         row.unsaved = match (state.unsaved(), rescued) {
             (Some(u), _) => Some(u.error.to_string()),
             (None, Some(p)) => Some(format!(
@@ -181,16 +182,17 @@ impl Row {
         row
     }
 
-    fn fill(&mut self, r: &TokenRecord, now: u64) {
+    fn fill(&mut self, r: &TokenRecord, now: &Now) {
         self.state = match &r.access_token {
             // An app-only account before its first token.
             None if r.app_only && r.last_error.is_none() => "none",
-            Some(_) if r.remaining(now) > 0 => "valid",
+            Some(_) if r.remaining(now.clone()) > 0 => "valid",
             _ => "expired",
         }
         .into();
-        self.expires_at = r.expires_at;
-        self.expires_in = r.expires_at.map(|e| e as i64 - now as i64);
+        // On the clock as it reads now (it may have been set back since).
+        self.expires_at = r.expires_at_on(now);
+        self.expires_in = self.expires_at.map(|e| e as i64 - now.wall as i64);
         self.expiry_assumed = r.expiry_assumed;
         self.has_refresh_token = r.refresh_token.is_some();
         self.logged_in_at = (r.logged_in_at > 0).then_some(r.logged_in_at);

@@ -9,6 +9,7 @@
 //! bumped after every change, waking the account's refresher and the requests that
 //! `--wait`.
 
+use super::timer::WallClock;
 use crate::broker::{Broker, Served};
 use crate::config::Account;
 use crate::credential::Source;
@@ -21,10 +22,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::Notify;
 
 pub struct Daemon {
     broker: RwLock<Arc<Broker>>,
+    /// The one wall-clock timer the refreshers sleep on.
+    pub clock: WallClock,
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     /// The daemon's own uid, which its socket serves...
     pub uid: u32,
@@ -38,8 +41,65 @@ pub struct Slot {
     /// The longest `--min-valid` any request asked for: refresh before falling under it.
     longest_min_valid: Mutex<Duration>,
     tickets: AtomicU64,
-    pub changed: watch::Sender<u64>,
+    pub changed: Changes,
     pub refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// A slot's change counter, and a way to wait for its next change. A `watch` channel
+/// did this before at about 350 bytes a slot (its eight-way `Notify`); with 1,000
+/// accounts that was a tenth of the daemon's memory (docs/benchmarks.md, section 8).
+#[derive(Default)]
+pub struct Changes {
+    generation: AtomicU64,
+    notify: Notify,
+}
+
+impl Changes {
+    pub fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// A watcher that has seen the changes made so far.
+    pub fn subscribe(&self) -> Watcher<'_> {
+        Watcher {
+            changes: self,
+            seen: self.generation(),
+        }
+    }
+}
+
+pub struct Watcher<'a> {
+    changes: &'a Changes,
+    seen: u64,
+}
+
+impl Watcher<'_> {
+    /// Marks every change made so far as seen.
+    pub fn borrow_and_update(&mut self) {
+        self.seen = self.changes.generation();
+    }
+
+    /// Returns once a change not seen yet was made (at once if one was made already),
+    /// and marks it seen. No change is lost: the waiter is registered before the
+    /// counter is read, and `bump` counts before it wakes.
+    pub async fn changed(&mut self) {
+        loop {
+            let notified = self.changes.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.changes.generation();
+            if now != self.seen {
+                self.seen = now;
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -54,13 +114,13 @@ impl Slot {
             state: Mutex::new(AccountState::Unloaded),
             longest_min_valid: Mutex::new(DEFAULT_MIN_VALID),
             tickets: AtomicU64::new(0),
-            changed: watch::channel(0).0,
+            changed: Changes::default(),
             refresher: Mutex::new(None),
         }
     }
 
     pub fn bump(&self) {
-        self.changed.send_modify(|g| *g = g.wrapping_add(1));
+        self.changed.bump();
     }
 
     pub fn longest_min_valid(&self) -> Duration {
@@ -75,9 +135,11 @@ impl Slot {
 }
 
 impl Daemon {
+    /// On a tokio runtime (the wall clock's task starts on it).
     pub fn new(broker: Broker) -> Daemon {
         Daemon {
             broker: RwLock::new(Arc::new(broker)),
+            clock: WallClock::start(),
             slots: Mutex::new(HashMap::new()),
             // SAFETY: geteuid has no preconditions.
             uid: unsafe { libc::geteuid() },
@@ -151,8 +213,9 @@ impl Daemon {
         let mut changes = slot.changed.subscribe();
         loop {
             changes.borrow_and_update();
-            let now = record::now();
-            let decision = lock(&slot.state).decide(now, min_valid, &account.name);
+            let clock = record::Now::current();
+            let now = clock.wall;
+            let decision = lock(&slot.state).decide(clock, min_valid, &account.name);
             match decision {
                 Decision::Serve(record) => {
                     return Ok(Served {
@@ -163,7 +226,7 @@ impl Daemon {
                 Decision::Load => self.load(&slot, account).await?,
                 Decision::Refresh => self.refresh(&slot, account).await,
                 Decision::AwaitRefresh => {
-                    let _ = changes.changed().await;
+                    changes.changed().await;
                 }
                 Decision::Blocked { error, until } => {
                     if Instant::now() >= deadline {
@@ -191,6 +254,45 @@ impl Daemon {
         lock(&slot.state).loaded(rec);
         slot.bump();
         Ok(())
+    }
+
+    /// Reads the records of the slots that have none yet in one go (`Broker::load_each`:
+    /// one read of the file store, not one per account): the daemon's start. A slot
+    /// that changed meanwhile is left to its own `load`, as is one whose read failed.
+    pub async fn load_all(&self, slots: &[Arc<Slot>]) {
+        let wanted: Vec<(Arc<Slot>, u64)> = slots
+            .iter()
+            .filter(|s| lock(&s.state).needs_load())
+            .map(|s| (s.clone(), s.changed.generation()))
+            .collect();
+        let names: Vec<String> = wanted.iter().map(|(s, _)| s.name.clone()).collect();
+        let b = self.broker();
+        let loaded = blocking(move || {
+            let accounts: Vec<(usize, &Account)> = names
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| Some((i, b.account(n).ok()?)))
+                .filter(|(_, a)| !a.uses_app_password())
+                .collect();
+            let records = b.load_each(&accounts.iter().map(|(_, a)| *a).collect::<Vec<_>>());
+            Ok(accounts
+                .into_iter()
+                .map(|(i, _)| i)
+                .zip(records)
+                .collect::<Vec<_>>())
+        })
+        .await
+        .unwrap_or_default();
+        for (i, rec) in loaded {
+            let (slot, generation) = &wanted[i];
+            let Ok(rec) = rec else { continue };
+            let mut st = lock(&slot.state);
+            if slot.changed.generation() == *generation && st.needs_load() {
+                st.loaded(rec);
+                drop(st);
+                slot.bump();
+            }
+        }
     }
 
     /// One refresh through the Broker (store, file lock, token endpoint), unless the
@@ -282,7 +384,9 @@ impl Daemon {
             } else {
                 let slot = self.slot(&a.name)?;
                 match self.load(&slot, a).await {
-                    Ok(()) => Row::oauth(a, &lock(&slot.state), record::now(), &store, None),
+                    Ok(()) => {
+                        Row::oauth(a, &lock(&slot.state), record::Now::current(), &store, None)
+                    }
                     Err(e) => Row::unreadable(a, &e, &store),
                 }
             };
@@ -351,4 +455,43 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::software(format!("worker failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_change_is_never_lost_whether_it_comes_before_or_during_the_wait() {
+        let c = Arc::new(Changes::default());
+        let mut w = c.subscribe();
+        // Made before the wait: seen at once.
+        c.bump();
+        tokio::time::timeout(Duration::from_secs(1), w.changed())
+            .await
+            .expect("a change made before the wait");
+        // Seen, so the next wait waits...
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), w.changed())
+                .await
+                .is_err()
+        );
+        // ...until the next change, made while it waits.
+        let c2 = c.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            c2.bump();
+        });
+        tokio::time::timeout(Duration::from_secs(1), w.changed())
+            .await
+            .expect("a change made during the wait");
+        // borrow_and_update marks as seen what came meanwhile.
+        c.bump();
+        w.borrow_and_update();
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), w.changed())
+                .await
+                .is_err()
+        );
+    }
 }

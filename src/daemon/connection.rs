@@ -2,6 +2,7 @@
 //! and time), each answered with exactly one reply line.
 
 use super::accounts::{Daemon, FromMemory, lock};
+use super::admission::Ticket;
 use crate::credential::{self, Request};
 use crate::error::{Error, Result};
 use crate::ipc::protocol::{MAX_REQUEST, Op, Reply, encode, parse_request};
@@ -14,10 +15,24 @@ use tokio::net::UnixStream;
 /// A request line must arrive whole within this time; an idle connection is closed.
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
+/// The reader's buffer: a request is a line of about 150 bytes (a longer one is read
+/// in several fills), and with up to a thousand clients at once tokio's 8 KiB default
+/// would be 8 MiB.
+const BUFFER: usize = 1024;
+
+/// Serves one client until it hangs up, stays silent for [`READ_TIMEOUT`], or is told
+/// to make room (`admission.rs`) while it is not being answered.
+pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream, mut ticket: Ticket) {
+    let kick = ticket.kick.clone();
+    // Nothing is allocated for a client before it writes.
+    tokio::select! {
+        r = stream.readable() => if r.is_err() { return },
+        _ = tokio::time::sleep(READ_TIMEOUT) => return,
+        _ = kick.kicked() => return,
+    }
     let peer_ok = super::peer::allowed(&stream, daemon.uid, daemon.allow_gid);
     let (read, mut write) = stream.into_split();
-    let mut reader = BufReader::new(read);
+    let mut reader = BufReader::with_capacity(BUFFER, read);
     if !peer_ok {
         // Take the request off the wire first, so the refusal is its reply rather than
         // a reset the client would see as a broken pipe; then hang up.
@@ -34,7 +49,20 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
     }
     loop {
         let mut line = zeroize::Zeroizing::new(Vec::new());
-        let read = tokio::time::timeout(READ_TIMEOUT, read_line(&mut reader, &mut line)).await;
+        let read = tokio::select! {
+            r = tokio::time::timeout(READ_TIMEOUT, read_line(&mut reader, &mut line)) => Some(r),
+            _ = kick.kicked() => None,
+        };
+        let Some(read) = read else {
+            if line.is_empty() {
+                return;
+            }
+            let e =
+                Error::temp("the daemon closed this unfinished request to make room for others")
+                    .with_remedy("Send the whole request line at once.");
+            let _ = write.write_all(&encode(&Reply::error(&e))).await;
+            return;
+        };
         let (reply, close) = match read {
             Err(_) if line.is_empty() => return,
             Err(_) => (
@@ -47,6 +75,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
             Ok(Err(e)) => (Reply::error(&e), true),
             Ok(Ok(false)) if line.is_empty() => return,
             Ok(Ok(whole)) => {
+                ticket.busy();
                 let reply = match parse_request(&line) {
                     Ok(req) => dispatch(&daemon, req.op).await,
                     Err(e) => Reply::error(&e),
@@ -57,6 +86,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream) {
         if write.write_all(&encode(&reply)).await.is_err() || close {
             return;
         }
+        ticket.waiting();
     }
 }
 

@@ -6,11 +6,13 @@
 //! - `accounts.rs`: the per-account state in memory, and the work done on it;
 //! - `refresher.rs`: one task per account, waking when its next job is due;
 //! - `connection.rs`: a client's requests and their replies;
+//! - `admission.rs`: how many clients at once, and which one goes when full;
 //! - `reload.rs`: SIGHUP;
 //! - `socket.rs`, `timer.rs`: the listening socket and wall-clock sleeps (telling the
 //!   user that an account needs a login is `crate::notify`).
 
 mod accounts;
+mod admission;
 mod connection;
 mod peer;
 mod refresher;
@@ -33,6 +35,7 @@ pub fn serve(allow_group: Option<&str>) -> Result<()> {
     if let Some(n) = &broker.store_notice {
         eprintln!("mailtoken: {n}");
     }
+    one_malloc_arena();
     let rt = tokio::runtime::Builder::new_current_thread()
         // Blocking work is store reads and refreshes, a few at a time. Without a cap, 50
         // accounts loading at start grow the pool to ~45 threads, whose stacks and malloc
@@ -57,11 +60,18 @@ async fn run(broker: Broker, allow_gid: Option<u32>) -> Result<()> {
     daemon.allow_gid = allow_gid;
     let daemon = Arc::new(daemon);
     let names: Vec<String> = daemon.broker().config.accounts.keys().cloned().collect();
-    for name in &names {
-        if let Some(slot) = daemon.add_slot(name) {
-            refresher::spawn(&daemon, &slot);
+    let slots: Vec<_> = names.iter().filter_map(|n| daemon.add_slot(n)).collect();
+    // The records in one read, then the refreshers: each loading its own would read
+    // the whole file store once per account (docs/benchmarks.md, section 8).
+    let d = daemon.clone();
+    tokio::spawn(async move {
+        d.load_all(&slots).await;
+        for slot in &slots {
+            refresher::spawn(&d, slot);
         }
-    }
+        // The records stay, the parse's temporaries are gone: give their pages back.
+        release_free_memory();
+    });
     relays::start(&daemon).await?;
     let listener = socket.listener()?;
     socket::notify_ready();
@@ -80,10 +90,19 @@ async fn run(broker: Broker, allow_gid: Option<u32>) -> Result<()> {
         signal(SignalKind::interrupt())?,
         signal(SignalKind::hangup())?,
     );
+    // How many clients at once, and who goes when that many are there (admission.rs).
+    let admission = admission::Admission::new(admission::limit(admission::nofile()));
     loop {
+        let accept = async {
+            admission.room().await;
+            listener.accept().await
+        };
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => { tokio::spawn(connection::serve(daemon.clone(), stream)); }
+            accepted = accept => match accepted {
+                Ok((stream, _)) => {
+                    let ticket = admission.admit();
+                    tokio::spawn(connection::serve(daemon.clone(), stream, ticket));
+                }
                 Err(e) => {
                     eprintln!("mailtoken: accept failed: {e}");
                     // EMFILE and friends: back off instead of spinning.
@@ -98,4 +117,33 @@ async fn run(broker: Broker, allow_gid: Option<u32>) -> Result<()> {
     eprintln!("mailtoken: shutting down");
     drop(socket);
     Ok(())
+}
+
+/// Returns the allocator's free pages to the system after a burst (the start's loads,
+/// a flood of connections): glibc keeps freed memory in its arenas, and with the
+/// long-lived records scattered among the burst's freed temporaries only
+/// `malloc_trim` gives back the pages between them (with 1,000 accounts, 2.7 MiB of
+/// 6.4 MiB the allocator held was free: docs/benchmarks.md, section 8). It walks the
+/// free lists once, in well under a millisecond.
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim has no preconditions; 0 keeps no padding at the heap's top.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// One malloc arena for the whole daemon, before any thread starts. glibc gives each
+/// thread that allocates its own arena; the blocking threads parse the store, and what
+/// they keep (the records) stays scattered among the parse's freed temporaries, in an
+/// arena of its own that `malloc_trim` cannot shrink: with 1,000 accounts 220 KB in
+/// use held 990 KB resident, 0.8 KiB an account (docs/benchmarks.md, section 8). The
+/// daemon's threads seldom allocate at once, so one arena costs no waiting. The
+/// tunable: https://www.gnu.org/software/libc/manual/html_node/Memory-Allocation-Tunables.html
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets a parameter of the allocator; no thread runs yet.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
 }

@@ -2,9 +2,14 @@
 //! across a suspend) until the state's next job is due (a refresh ahead of expiry, a
 //! retry after a failure, a save the store refused), does it, and starts over; any
 //! change to the account wakes it early to recompute.
+//!
+//! What a sleeping refresher holds is small: the account's settings are looked up for
+//! each step and not kept across the sleep, and the work (a load, a refresh, a save)
+//! is a boxed future that exists only while it runs. With 1,000 accounts a refresher
+//! holding its `Account` clone and the unboxed work cost about 2.5 KiB an account
+//! (docs/benchmarks.md, section 8).
 
 use super::accounts::{Daemon, Slot, lock};
-use super::timer::sleep_until_wall;
 use crate::record;
 use crate::state::Job;
 use std::sync::Arc;
@@ -15,48 +20,71 @@ pub fn spawn(daemon: &Arc<Daemon>, slot: &Arc<Slot>) {
     *lock(&slot.refresher) = Some(task);
 }
 
+/// What a refresher waits for after a step.
+enum Next {
+    /// The account is gone from the config.
+    Stop,
+    /// A change to the account (a request, a login, a reload).
+    Change,
+    /// A change, or wall-clock second `at`, when a job is due.
+    Until(u64),
+}
+
 async fn run(daemon: Arc<Daemon>, slot: Arc<Slot>) {
     let mut changes = slot.changed.subscribe();
     loop {
         changes.borrow_and_update();
-        let Ok(account) = daemon.broker().account(&slot.name).cloned() else {
-            return;
-        };
-        if account.uses_app_password() {
-            // Nothing to refresh; a reload may turn it into an OAuth account.
-            if changes.changed().await.is_err() {
-                return;
+        let next = Box::pin(plan(&daemon, &slot)).await;
+        let at = match next {
+            Next::Stop => return,
+            Next::Change => {
+                changes.changed().await;
+                continue;
             }
-            continue;
-        }
-        if daemon.load(&slot, &account).await.is_err() {
-            // The store is unreadable now; a request or a reload will try again.
-            if changes.changed().await.is_err() {
-                return;
-            }
-            continue;
-        }
-        let next = lock(&slot.state).next_job(slot.longest_min_valid());
-        let Some((at, _)) = next else {
-            if changes.changed().await.is_err() {
-                return;
-            }
-            continue;
+            Next::Until(at) => at,
         };
         if at > record::now() {
             tokio::select! {
-                r = changes.changed() => { if r.is_err() { return; } continue; }
-                _ = sleep_until_wall(at) => {}
+                _ = changes.changed() => continue,
+                _ = daemon.clock.sleep_until(at) => {}
             }
         }
-        // Still due? A request may have refreshed while we slept.
-        let due = lock(&slot.state)
-            .next_job(slot.longest_min_valid())
-            .filter(|&(at, _)| at <= record::now());
-        match due {
-            Some((_, Job::Refresh)) => daemon.refresh(&slot, &account).await,
-            Some((_, Job::Save)) => daemon.save(&slot, &account).await,
-            None => {}
+        if !Box::pin(due(&daemon, &slot)).await {
+            return;
         }
     }
+}
+
+/// Loads the account if it must be, and says when its next job is due.
+async fn plan(daemon: &Arc<Daemon>, slot: &Slot) -> Next {
+    let Ok(account) = daemon.broker().account(&slot.name).cloned() else {
+        return Next::Stop;
+    };
+    if account.uses_app_password() {
+        // Nothing to refresh; a reload may turn it into an OAuth account.
+        return Next::Change;
+    }
+    if daemon.load(slot, &account).await.is_err() {
+        // The store is unreadable now; a request or a reload will try again.
+        return Next::Change;
+    }
+    let next = lock(&slot.state).next_job(slot.longest_min_valid(), record::Now::current());
+    next.map_or(Next::Change, |(at, _)| Next::Until(at))
+}
+
+/// Does the job that is due, if one still is (a request may have refreshed while the
+/// refresher slept); `false` when the account is gone.
+async fn due(daemon: &Arc<Daemon>, slot: &Slot) -> bool {
+    let Ok(account) = daemon.broker().account(&slot.name).cloned() else {
+        return false;
+    };
+    let due = lock(&slot.state)
+        .next_job(slot.longest_min_valid(), record::Now::current())
+        .filter(|&(at, _)| at <= record::now());
+    match due {
+        Some((_, Job::Refresh)) => daemon.refresh(slot, &account).await,
+        Some((_, Job::Save)) => daemon.save(slot, &account).await,
+        None => {}
+    }
+    true
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 /// Binds every relay of the config, or says which cannot be bound.
 pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
-    let config = daemon.broker().config.clone();
-    for account in config.accounts.values() {
+    let broker = daemon.broker();
+    for account in broker.config.accounts.values() {
         let Some(r) = &account.relay else { continue };
         let d = daemon.clone();
         let credential: relay::upstream::CredentialFn = Arc::new(move |a| {

@@ -22,6 +22,13 @@ enum Source {
     Activated(std::os::unix::net::UnixListener),
 }
 
+/// The listen queue: connections the kernel holds until the daemon accepts them. A
+/// caller that arrives behind a full queue waits for all of it, and with std's
+/// default (the system's maximum, 4,096) a flood of connections made a `token` call
+/// wait 65 ms (docs/benchmarks.md, section 7); 128 is still twice the 64 clients of
+/// the load benchmark, and a flood then waits in its own connect(2) instead.
+const BACKLOG: libc::c_int = 128;
+
 /// systemd passes sockets from descriptor 3 on (sd_listen_fds(3)).
 const SD_LISTEN_FDS_START: i32 = 3;
 
@@ -89,6 +96,9 @@ impl Socket {
         }
         .and_then(|l| l.set_nonblocking(true).map(|()| l))
         .map_err(|e| Error::io(format!("socket {}: {e}", self.path.display())))?;
+        // Linux takes a second listen(2) as a new backlog for the listening socket.
+        // SAFETY: listen on a descriptor the listener owns.
+        unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&std), BACKLOG) };
         tokio::net::UnixListener::from_std(std)
             .map_err(|e| Error::io(format!("socket {}: {e}", self.path.display())))
     }

@@ -194,6 +194,13 @@ impl TokenStore for FileStore {
         Ok(self.read(account)?.remove(account))
     }
 
+    fn load_each(&self, accounts: &[&str]) -> Vec<Result<Option<TokenRecord>>> {
+        match self.read(accounts.first().copied().unwrap_or_default()) {
+            Ok(mut all) => accounts.iter().map(|a| Ok(all.remove(*a))).collect(),
+            Err(e) => accounts.iter().map(|_| Err(e.clone())).collect(),
+        }
+    }
+
     fn save(&self, account: &str, record: &TokenRecord) -> Result<()> {
         self.update(account, |accounts| {
             accounts.insert(account.to_owned(), record.clone());
@@ -254,6 +261,29 @@ mod tests {
         store.save("alice", &record("rt2")).unwrap();
         assert_eq!(store.load("alice").unwrap(), Some(record("rt2")));
         assert_eq!(store.describe(), format!("file {}", store.path().display()));
+    }
+
+    #[test]
+    fn load_each_gives_what_load_gives_each_in_order() {
+        let (dir, store) = store();
+        assert_eq!(store.load_each(&["alice"]).pop().unwrap().unwrap(), None);
+        store.save("alice", &record("a")).unwrap();
+        store.save("bob", &record("b")).unwrap();
+        let got: Vec<_> = store
+            .load_each(&["bob", "carol", "alice"])
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(got, vec![Some(record("b")), None, Some(record("a"))]);
+        // An unreadable file is every account's error, as it is for `load`.
+        std::fs::write(store.path(), "{").unwrap();
+        let got = store.load_each(&["alice", "bob"]);
+        assert_eq!(got.len(), 2);
+        assert!(
+            got.iter()
+                .all(|r| r.as_ref().is_err_and(|e| e.code == ExitCode::DataErr))
+        );
+        drop(dir);
     }
 
     #[test]

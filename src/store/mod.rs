@@ -50,6 +50,12 @@ pub enum StoreKind {
 pub trait TokenStore: Send + Sync {
     /// The account's record, or `None` when nothing is stored for it.
     fn load(&self, account: &str) -> Result<Option<TokenRecord>>;
+    /// The records of several accounts, in their order: what `load` gives each. The
+    /// file store reads its one file once for all (the daemon's start with 1,000
+    /// accounts parsed the whole file 1,000 times: docs/benchmarks.md, section 8).
+    fn load_each(&self, accounts: &[&str]) -> Vec<Result<Option<TokenRecord>>> {
+        accounts.iter().map(|a| self.load(a)).collect()
+    }
     /// Replaces the account's record, atomically.
     fn save(&self, account: &str, record: &TokenRecord) -> Result<()>;
     /// Forgets the account; `Ok(false)` when there was nothing to forget.
