@@ -131,6 +131,22 @@ pub async fn answer(source: &impl Source, account: &Account, req: &Request) -> R
                 .access_token
                 .as_ref()
                 .ok_or_else(|| Error::software("no access token to hand out"))?;
+            // The last look before it leaves: a token judged good before a slow save
+            // (a keyring waiting on its unlock prompt, a store command near its timeout)
+            // may have run out since. An expired token is never handed out.
+            if served.record.expires_at.is_some()
+                && served.record.remaining(crate::record::Now::current()) == 0
+            {
+                return Err(Error::temp(format!(
+                    "the access token of {} ran out before it could be handed out (getting or \
+                     saving it took longer than its life); the tokens are kept, try again",
+                    account.name
+                ))
+                .with_remedy(served.warning.as_ref().map_or_else(
+                    || "The next call refreshes it.".to_owned(),
+                    |w| w.to_string(),
+                )));
+            }
             Ok(Credential {
                 secret: render_token(
                     req.format,
@@ -286,7 +302,12 @@ mod tests {
     #[derive(Default)]
     struct Fixed {
         asked: Mutex<Vec<&'static str>>,
+        /// When its token expires (default [`LATER`]).
+        expires_at: Option<u64>,
     }
+
+    /// 2096: a token that is good for the whole test.
+    const LATER: u64 = 4_000_000_000;
 
     impl Source for Fixed {
         async fn password(&self, _: &Account) -> Result<Secret> {
@@ -297,7 +318,7 @@ mod tests {
             self.asked.lock().unwrap().push("token");
             Ok(Served::from(TokenRecord {
                 access_token: Some(Secret::new("TOK")),
-                expires_at: Some(2000),
+                expires_at: Some(self.expires_at.unwrap_or(LATER)),
                 ..Default::default()
             }))
         }
@@ -309,10 +330,27 @@ mod tests {
     const PASSWORD: &str = "[accounts.c]\nprovider = \"icloud\"\nuser = \"c@icloud.com\"\n";
 
     #[test]
+    fn a_token_that_ran_out_on_its_way_is_never_handed_out() {
+        let src = Fixed {
+            expires_at: Some(crate::record::now() - 1),
+            ..Default::default()
+        };
+        let Err(e) = block_on(answer(&src, &account(OAUTH), &Request::new("g"))) else {
+            panic!("an expired token was handed out");
+        };
+        assert_eq!(e.code, crate::error::ExitCode::TempFail);
+        assert!(
+            e.message.contains("ran out before it could be handed out"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("TOK"), "{e}");
+    }
+
+    #[test]
     fn the_account_kind_picks_the_path() {
         let src = Fixed::default();
         let c = block_on(answer(&src, &account(OAUTH), &Request::new("g"))).unwrap();
-        assert_eq!((c.secret.as_str(), c.expires_at), ("TOK", Some(2000)));
+        assert_eq!((c.secret.as_str(), c.expires_at), ("TOK", Some(LATER)));
         let c = block_on(answer(&src, &account(PASSWORD), &Request::new("c"))).unwrap();
         assert_eq!((c.secret.as_str(), c.expires_at), ("app pw", None));
         assert_eq!(*src.asked.lock().unwrap(), ["token", "password"]);

@@ -173,7 +173,7 @@ mod tests {
         open(&dir.path().join("state"));
         open(&own);
         open(&own.join("locks"));
-        create_private_dir_within(&own.join("locks"), &[own.clone()]).unwrap();
+        create_private_dir_within(&own.join("locks"), std::slice::from_ref(&own)).unwrap();
         assert_eq!(mode(&own), 0o700);
         assert_eq!(mode(&own.join("locks")), 0o700);
         // Its parent is not mailtoken's: left alone.

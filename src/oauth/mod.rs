@@ -857,8 +857,20 @@ fn classify(
             HttpFault::Timeout => (
                 Temporary,
                 Error::temp(format!(
-                    "{what} for {name}: {url} did not answer within {}.{keep}",
-                    humantime::format_duration(timeout)
+                    "{what} for {name}: {url} did not answer within {}.{keep}{spent}",
+                    humantime::format_duration(timeout),
+                    // A provider that got the request carries it out whether or not its
+                    // answer arrives: one that rotates refresh tokens (RFC 9700 §4.14.2)
+                    // has then spent the stored one. Measured: docs/reliability.md, "The
+                    // window no client can close".
+                    spent = match step {
+                        Step::Refresh => {
+                            " If the request reached it, a provider that replaces refresh \
+                             tokens on use may have replaced the stored one; should the next \
+                             refresh be refused, log in again."
+                        }
+                        _ => "",
+                    }
                 ))
                 .with_remedy("Check the network and try again; `timeout` in the config sets the limit."),
             ),
