@@ -1,6 +1,10 @@
 /* Paired, alternating whole-process timing of two commands A and B, for scripts/bench.
  *
- *   bench_pairs N A [ARGS...] -- B [ARGS...]
+ *   bench_pairs N [NAME=VALUE...] A [ARGS...] -- [NAME=VALUE...] B [ARGS...]
+ *
+ * Leading NAME=VALUE words of a side, as env(1) takes them, are set in that side's
+ * environment only (the scale section runs A and B against two daemons, whose sockets
+ * differ).
  *
  * Runs W warm-up pairs, then N pairs. Pair i runs A then B when i is even, B then A
  * when odd, so that drift in the machine's speed (another process, frequency, caches)
@@ -42,7 +46,33 @@ static char reference[OUTCAP];
 static size_t reference_len = 0;
 static int have_reference = 0;
 
-static struct run run_once(char **argv) {
+/* The environment of a side: ours, with the side's leading NAME=VALUE words (which
+ * are then skipped in *argvp) set. */
+static char **side_env(char ***argvp) {
+  char **argv = *argvp;
+  int k = 0;
+  while (argv[k] && argv[k][0] != '/' && strchr(argv[k], '=')) k++;
+  if (k == 0) return environ;
+  size_t n = 0;
+  while (environ[n]) n++;
+  char **env = calloc(n + k + 1, sizeof *env);
+  if (!env) exit(70);
+  size_t m = 0;
+  for (size_t i = 0; i < n; i++) {
+    int replaced = 0;
+    for (int j = 0; j < k; j++) {
+      size_t len = (size_t)(strchr(argv[j], '=') - argv[j]) + 1;
+      if (strncmp(environ[i], argv[j], len) == 0) replaced = 1;
+    }
+    if (!replaced) env[m++] = environ[i];
+  }
+  for (int j = 0; j < k; j++) env[m++] = argv[j];
+  env[m] = NULL;
+  *argvp = argv + k;
+  return env;
+}
+
+static struct run run_once(char **argv, char **envp) {
   struct run r = {0, 0, 0};
   int p[2];
   if (pipe2(p, O_CLOEXEC) < 0) {
@@ -56,7 +86,7 @@ static struct run run_once(char **argv) {
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
   pid_t pid;
-  int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, environ);
+  int rc = posix_spawn(&pid, argv[0], &fa, NULL, argv, envp);
   close(p[1]);
   posix_spawn_file_actions_destroy(&fa);
   if (rc != 0) {
@@ -116,13 +146,15 @@ int main(int argc, char **argv) {
       break;
     }
   if (argc < 5 || sep < 3 || sep == argc - 1) {
-    fputs("usage: bench_pairs N A [ARGS...] -- B [ARGS...]\n", stderr);
+    fputs("usage: bench_pairs N [NAME=VALUE...] A [ARGS...] -- [NAME=VALUE...] B [ARGS...]\n", stderr);
     return 64;
   }
   int n = atoi(argv[1]);
   if (n < 1) return 64;
   argv[sep] = NULL;
   char **a = argv + 2, **b = argv + sep + 1;
+  char **ea = side_env(&a), **eb = side_env(&b);
+  if (!a[0] || !b[0]) return 64;
   double *ta = calloc(n, sizeof *ta), *tb = calloc(n, sizeof *tb), *ratio = calloc(n, sizeof *ratio);
   double *ra = calloc(n, sizeof *ra), *rb = calloc(n, sizeof *rb);
   if (!ta || !tb || !ratio || !ra || !rb) return 70;
@@ -130,11 +162,11 @@ int main(int argc, char **argv) {
   for (int i = -WARMUP; i < n; i++) {
     struct run x, y;
     if (i % 2 == 0) {
-      x = run_once(a);
-      y = run_once(b);
+      x = run_once(a, ea);
+      y = run_once(b, eb);
     } else {
-      y = run_once(b);
-      x = run_once(a);
+      y = run_once(b, eb);
+      x = run_once(a, ea);
     }
     if (i < 0) continue;
     failures += !x.ok + !y.ok;

@@ -3,7 +3,7 @@
 //! `mailtoken serve`, and prints each figure beside its target. Not a test: nothing here
 //! fails a build; a missed target is printed as MISS and the run goes on.
 //!
-//!   bench_driver client|daemon|load|burst|backoff
+//!   bench_driver client|daemon|load|burst|backoff|abuse|scale
 //!
 //! Paths come from the environment (scripts/bench sets them): BENCH_BIN (mailtoken),
 //! BENCH_SEED (the seed_store example), BENCH_PAIRS and BENCH_CLIENT (the C programs of
@@ -31,8 +31,10 @@ fn main() {
         "load" => load(),
         "burst" => burst(),
         "backoff" => backoff(),
+        "abuse" => abuse(),
+        "scale" => scale(),
         _ => {
-            eprintln!("usage: bench_driver client|daemon|load|burst|backoff");
+            eprintln!("usage: bench_driver client|daemon|load|burst|backoff|abuse|scale");
             std::process::exit(64);
         }
     }
@@ -900,4 +902,406 @@ fn backoff() {
     // arrive while a refresh is in flight queue behind it.
     let slow = Duration::from_secs(env_num("BENCH_SLOW_OUTAGE_SECS", 20));
     outage("outage-slow", &fe, Duration::from_millis(500), slow);
+}
+
+// --- figure 7: the daemon under abuse ------------------------------------------------
+
+/// Raises this process's soft RLIMIT_NOFILE to `want` (or the hard limit); the daemons
+/// it starts inherit it. Returns the soft limit now.
+fn raise_nofile(want: u64) -> u64 {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+    if l.rlim_cur < want {
+        l.rlim_cur = want.min(l.rlim_max);
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &l) };
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) };
+    }
+    l.rlim_cur
+}
+
+fn fd_count(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// One reply line of a connection the daemon closed, if it wrote one: what it sent
+/// (empty when it just hung up) or `None` while the connection is still open.
+fn closed_with(s: &mut UnixStream) -> Option<Vec<u8>> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return if got.is_empty() { None } else { Some(got) };
+            }
+            Err(_) => return Some(got),
+        }
+    }
+}
+
+/// While (a) `BENCH_ABUSE_IDLE` [10000] connections are opened and held open and
+/// silent, (b) a client writes its request one byte a
+/// second, and (c) 64 clients ask for tokens in a loop, `mailtoken token bench` (the
+/// CLI) is called `BENCH_ABUSE_CALLS` [100] times. Every abusive client's reply is
+/// checked: an idle connection gets nothing (the daemon only hangs up), the slow writer
+/// an error reply, and each loop client the token.
+fn abuse() {
+    let idle_n = env_num("BENCH_ABUSE_IDLE", 10_000) as usize;
+    let calls = env_num("BENCH_ABUSE_CALLS", 100) as usize;
+    let limit = raise_nofile(idle_n as u64 + 1024);
+    let w = World::new("abuse", &account_toml("bench", "http://127.0.0.1:9/token"));
+    w.seed(&["bench".into()], false);
+    let d = w.serve();
+    let pid = d.pid();
+    let request = token_request("bench", 0);
+    let expected = ask(&d.socket, &request).unwrap();
+    assert!(expected.contains(&seeded_token()), "{expected}");
+    std::thread::sleep(Duration::from_secs(2));
+    let (fds0, rss0) = (fd_count(pid), proc_status_kib(pid, "VmRSS"));
+    note(&format!(
+        "driver and daemon RLIMIT_NOFILE {limit}; daemon before: {fds0} fds, VmRSS {}",
+        mib(rss0 as f64)
+    ));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let wrong = Arc::new(Mutex::new(Vec::<String>::new()));
+    let bad = |wrong: &Mutex<Vec<String>>, what: String| {
+        let mut w = wrong.lock().unwrap();
+        if w.len() < 5 {
+            w.push(what);
+        }
+    };
+    // (a) the idle connections: opened as fast as one thread can, then held, silent.
+    let idle = {
+        let (stop, wrong, socket) = (stop.clone(), wrong.clone(), d.socket.clone());
+        std::thread::spawn(move || {
+            let t = Instant::now();
+            let mut conns: Vec<UnixStream> = Vec::with_capacity(idle_n);
+            let mut failed = 0u64;
+            for _ in 0..idle_n {
+                match UnixStream::connect(&socket) {
+                    Ok(s) => {
+                        s.set_nonblocking(true).unwrap();
+                        conns.push(s);
+                    }
+                    Err(_) => failed += 1,
+                }
+            }
+            let took = t.elapsed();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let (mut closed, mut open) = (0u64, 0u64);
+            for s in &mut conns {
+                match closed_with(s) {
+                    None => open += 1,
+                    Some(got) if got.is_empty() => closed += 1,
+                    Some(got) => bad(
+                        &wrong,
+                        format!("an idle connection got {:?}", String::from_utf8_lossy(&got)),
+                    ),
+                }
+            }
+            (conns.len() as u64, took, closed, failed, open)
+        })
+    };
+    // (b) the slow writer: one byte a second, on a new connection after each reply.
+    let slow = {
+        let (stop, wrong, socket, request) = (
+            stop.clone(),
+            wrong.clone(),
+            d.socket.clone(),
+            request.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut replies = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut s) = UnixStream::connect(&socket) else {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
+                s.set_nonblocking(true).unwrap();
+                let mut sent = 0;
+                let got = loop {
+                    if let Some(got) = closed_with(&mut s) {
+                        break got;
+                    }
+                    if stop.load(Ordering::Relaxed) {
+                        break Vec::new();
+                    }
+                    if sent < request.len() {
+                        let _ = s.write(&request.as_bytes()[sent..sent + 1]);
+                        sent += 1;
+                    }
+                    std::thread::sleep(Duration::from_secs(1));
+                };
+                if got.is_empty() && stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&got).into_owned();
+                let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap_or_default();
+                let words = v["message"].as_str().unwrap_or_default();
+                if v["ok"] == false
+                    && (words.contains("incomplete request") || words.contains("make room"))
+                    && !text.contains("bench-access-token")
+                {
+                    replies += 1;
+                } else {
+                    bad(&wrong, format!("the slow writer got {text:?}"));
+                }
+            }
+            replies
+        })
+    };
+    // (c) 64 clients in a loop, every reply held to the first one byte for byte.
+    let busy: Vec<_> = (0..64)
+        .map(|_| {
+            let (stop, wrong) = (stop.clone(), wrong.clone());
+            let (socket, request, expected) = (d.socket.clone(), request.clone(), expected.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                let mut line = String::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = (|| -> std::io::Result<bool> {
+                        let s = UnixStream::connect(&socket)?;
+                        s.set_read_timeout(Some(Duration::from_secs(30)))?;
+                        (&s).write_all(request.as_bytes())?;
+                        line.clear();
+                        BufReader::new(&s).read_line(&mut line)?;
+                        Ok(line == expected)
+                    })();
+                    n += 1;
+                    if !matches!(ok, Ok(true)) {
+                        bad(&wrong, format!("a loop client got {ok:?}: {line:?}"));
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+
+    // The calls, 20 ms apart, from while the connections are being opened.
+    std::thread::sleep(Duration::from_millis(50));
+    let bin = env_path("BENCH_BIN");
+    let mut times = Vec::with_capacity(calls);
+    let mut failed_calls = 0;
+    for _ in 0..calls {
+        let t = Instant::now();
+        let o = w
+            .cmd(&bin)
+            .args(["token", "bench"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+        if !(o.status.success() && o.stdout == format!("{}\n", seeded_token()).as_bytes()) {
+            failed_calls += 1;
+            bad(
+                &wrong,
+                format!(
+                    "a CLI call: {} {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (fds_during, rss_during) = (fd_count(pid), proc_status_kib(pid, "VmRSS"));
+    stop.store(true, Ordering::Relaxed);
+    let (opened, took, closed, connect_failed, still_open) = idle.join().unwrap();
+    let slow_replies = slow.join().unwrap();
+    let loops: u64 = busy.into_iter().map(|h| h.join().unwrap()).sum();
+    // Every client is gone (the idle ones with the thread that held them): settle.
+    std::thread::sleep(Duration::from_secs(3));
+    let alive = ping(&d.socket);
+    let (fds1, rss1) = (fd_count(pid), proc_status_kib(pid, "VmRSS"));
+    let wrong = wrong.lock().unwrap().clone();
+
+    let med = quantile(&mut times, 0.5);
+    let p99 = quantile(&mut times, 0.99);
+    let max = quantile(&mut times, 1.0);
+    figure(
+        &format!(
+            "abuse: `mailtoken token` under {idle_n} idle connections, a slow writer and 64 looping clients, p99 of {calls} calls"
+        ),
+        &format!("{p99:.1} ms (median {med:.1} ms, max {max:.1} ms; {failed_calls} wrong)"),
+        "p99 <= 50 ms",
+        Some(p99 <= 50.0 && failed_calls == 0),
+    );
+    figure(
+        "abuse: every abusive client's replies right",
+        &format!(
+            "{opened} idle connections opened in {:.2} s ({closed} closed by the daemon with no reply, {still_open} open at the end, {connect_failed} connects refused), {slow_replies} slow-writer error replies, {loops} loop requests; {} wrong",
+            took.as_secs_f64(),
+            wrong.len()
+        ),
+        "0 wrong",
+        Some(wrong.is_empty() && alive),
+    );
+    for w in &wrong {
+        note(w);
+    }
+    if fds1 != fds0 {
+        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_link(e.path()).ok())
+            .map(|p| p.display().to_string())
+            .collect();
+        fds.sort();
+        note(&format!("the daemon's descriptors now: {}", fds.join(", ")));
+    }
+    figure(
+        "abuse: the daemon afterwards (3 s after the last client left)",
+        &format!(
+            "{} ({fds1} fds, VmRSS {}; before {fds0} fds, {}; after the last call {fds_during} fds, {})",
+            if alive { "answers" } else { "DEAD" },
+            mib(rss1 as f64),
+            mib(rss0 as f64),
+            mib(rss_during as f64)
+        ),
+        "answers; fds as before; RSS <= before + 1 MiB",
+        Some(alive && fds1 == fds0 && rss1 <= rss0 + 1024),
+    );
+}
+
+// --- figure 8: 1,000 accounts ------------------------------------------------------
+
+fn accounts_world(name: &str, n: usize) -> (World, Vec<String>) {
+    let names: Vec<String> = (1..=n).map(|i| format!("acct{i:04}")).collect();
+    let config: String = std::iter::once("[store]\nkind = \"file\"\n".to_owned())
+        .chain(
+            names
+                .iter()
+                .map(|n| account_toml(n, "http://127.0.0.1:9/token")),
+        )
+        .collect::<Vec<_>>()
+        .join("\n");
+    let w = World::new(name, &config);
+    w.seed(&names, false);
+    (w, names)
+}
+
+/// VmRSS and RssAnon (kB) of a daemon of world `w` after one request per account and
+/// 2 s of settling.
+fn settled_rss(w: &World, names: &[String]) -> (u64, u64) {
+    let d = w.serve();
+    for n in names {
+        let r = ask(&d.socket, &token_request(n, 0)).unwrap();
+        assert!(r.contains(&seeded_token()), "{n}: {r}");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    (
+        proc_status_kib(d.pid(), "VmRSS"),
+        proc_status_kib(d.pid(), "RssAnon"),
+    )
+}
+
+fn scale() {
+    let many = env_num("BENCH_SCALE_ACCOUNTS", 1000) as usize;
+    let (w1, one) = accounts_world("scale1", 1);
+    let (wn, names) = accounts_world("scale-many", many);
+
+    // (a) `token` with many accounts vs one: both daemons running, paired runs.
+    {
+        let _d1 = w1.serve();
+        let _dn = wn.serve();
+        let bin = env_path("BENCH_BIN");
+        let pick = &names[many / 2];
+        let env = |w: &World| {
+            std::ffi::OsString::from(format!("MAILTOKEN_SOCKET={}", w.socket().display()))
+        };
+        let (ea, eb) = (env(&wn), env(&w1));
+        let os = std::ffi::OsStr::new;
+        let n = env_num("BENCH_PAIRS_N", 1000);
+        let p = run_pairs(
+            &w1,
+            n,
+            &[ea.as_os_str(), bin.as_os_str(), os("token"), os(pick)],
+            &[eb.as_os_str(), bin.as_os_str(), os("token"), os(&one[0])],
+        );
+        let ratio = p.get("ratio_median");
+        let failures = p.get("failures");
+        figure(
+            &format!(
+                "scale: `token` via the daemon, {many} accounts / 1 account, median of paired ratios"
+            ),
+            &format!(
+                "{ratio:.3} (p10 {:.3}, p90 {:.3}; {:.0} us vs {:.0} us; {n} pairs, {failures} wrong outputs)",
+                p.get("ratio_p10"),
+                p.get("ratio_p90"),
+                p.get("a_median_us"),
+                p.get("b_median_us")
+            ),
+            "<= 1.05",
+            Some(ratio <= 1.05 && failures == 0.0),
+        );
+    }
+
+    // (b) start to first answered ping.
+    let starts = env_num("BENCH_STARTS", 20) as usize;
+    let mut times = Vec::new();
+    for i in 0..starts + 2 {
+        let t0 = Instant::now();
+        let mut d = wn.spawn_daemon();
+        let deadline = t0 + Duration::from_secs(10);
+        while !ping(&d.socket) {
+            assert!(Instant::now() < deadline, "no start: {}", d.log());
+            std::thread::sleep(Duration::from_micros(50));
+        }
+        let t = t0.elapsed();
+        d.stop();
+        if i >= 2 {
+            times.push(t.as_secs_f64() * 1e3);
+        }
+    }
+    let med = quantile(&mut times, 0.5);
+    let max = quantile(&mut times, 1.0);
+    figure(
+        &format!("scale: daemon start to first answered ping, {many} accounts (median)"),
+        &format!("{med:.2} ms (max {max:.2} ms, {starts} starts)"),
+        "<= 50 ms",
+        Some(med <= 50.0),
+    );
+
+    // (c) memory per account: three daemons of each size, alternating; medians.
+    let (mut r1, mut rn, mut a1, mut an) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let (r, a) = settled_rss(&w1, &one);
+        r1.push(r as f64);
+        a1.push(a as f64);
+        let (r, a) = settled_rss(&wn, &names);
+        rn.push(r as f64);
+        an.push(a as f64);
+    }
+    let (r1, rn, a1, an) = (
+        quantile(&mut r1, 0.5),
+        quantile(&mut rn, 0.5),
+        quantile(&mut a1, 0.5),
+        quantile(&mut an, 0.5),
+    );
+    let per = (rn - r1) / (many - 1) as f64;
+    figure(
+        &format!(
+            "scale: daemon memory per account, (VmRSS with {many} - VmRSS with 1) / {}",
+            many - 1
+        ),
+        &format!(
+            "{per:.2} KiB ({} vs {}; anonymous only: {:.2} KiB, {} vs {}; medians of 3 daemons each, one request per account, 2 s settled)",
+            mib(rn),
+            mib(r1),
+            (an - a1) / (many - 1) as f64,
+            mib(an),
+            mib(a1)
+        ),
+        "<= 4 KiB",
+        Some(per <= 4.0),
+    );
 }
