@@ -51,7 +51,12 @@ pub struct Admission {
     inner: Mutex<Inner>,
     /// A connection ended: room for one waiting to be accepted.
     room: Notify,
+    /// The last open connection ended.
+    quiet: Notify,
 }
+
+/// How long without clients before their memory is given back.
+const QUIET: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Inner {
     limit: usize,
@@ -62,8 +67,6 @@ struct Inner {
     waiting: BTreeSet<(u64, u64)>,
     /// Told to close and not gone yet.
     leaving: usize,
-    /// The most open at once since the allocator was last told to give memory back.
-    peak: usize,
 }
 
 /// Tells one connection to close.
@@ -100,6 +103,23 @@ pub struct Ticket {
 }
 
 impl Admission {
+    /// Gives the allocator's free pages back (`release_free_memory`) each time the
+    /// daemon has had no client for [`QUIET`] after having some: what a burst of
+    /// clients allocated is freed when they go, but glibc keeps it until told. Waits
+    /// without a timer while nothing happens, so an idle daemon never wakes for it.
+    pub async fn trim_when_quiet(self: Arc<Self>) {
+        loop {
+            self.quiet.notified().await;
+            loop {
+                tokio::select! {
+                    _ = self.quiet.notified() => {}
+                    _ = tokio::time::sleep(QUIET) => break,
+                }
+            }
+            super::release_free_memory();
+        }
+    }
+
     pub fn new(limit: usize) -> Arc<Admission> {
         Arc::new(Admission {
             inner: Mutex::new(Inner {
@@ -108,9 +128,9 @@ impl Admission {
                 open: BTreeMap::new(),
                 waiting: BTreeSet::new(),
                 leaving: 0,
-                peak: 0,
             }),
             room: Notify::new(),
+            quiet: Notify::new(),
         })
     }
 
@@ -156,7 +176,6 @@ impl Admission {
         let kick = Arc::new(Kick::default());
         st.open.insert(id, kick.clone());
         st.waiting.insert((id, id));
-        st.peak = st.peak.max(st.open.len());
         Ticket {
             admission: self.clone(),
             id,
@@ -191,7 +210,7 @@ impl Ticket {
 
 impl Drop for Ticket {
     fn drop(&mut self) {
-        let trim = {
+        let last = {
             let mut st = lock(&self.admission.inner);
             if let Some(since) = self.since {
                 st.waiting.remove(&(since, self.id));
@@ -200,16 +219,13 @@ impl Drop for Ticket {
             if self.kick.kicked.load(Ordering::SeqCst) {
                 st.leaving -= 1;
             }
-            // The last of a flood: its buffers are freed, give the pages back.
-            let trim = st.open.is_empty() && st.peak >= 64;
-            if st.open.is_empty() {
-                st.peak = 0;
-            }
-            trim
+            st.open.is_empty()
         };
         self.admission.room.notify_one();
-        if trim {
-            super::release_free_memory();
+        if last {
+            // No client left: the allocator may give back what they used, once no
+            // other comes for a while (`trim_when_quiet`).
+            self.admission.quiet.notify_one();
         }
     }
 }

@@ -92,6 +92,7 @@ async fn run(broker: Broker, allow_gid: Option<u32>) -> Result<()> {
     );
     // How many clients at once, and who goes when that many are there (admission.rs).
     let admission = admission::Admission::new(admission::limit(admission::nofile()));
+    tokio::spawn(admission.clone().trim_when_quiet());
     loop {
         let accept = async {
             admission.room().await;
