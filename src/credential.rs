@@ -134,9 +134,8 @@ pub async fn answer(source: &impl Source, account: &Account, req: &Request) -> R
             // The last look before it leaves: a token judged good before a slow save
             // (a keyring waiting on its unlock prompt, a store command near its timeout)
             // may have run out since. An expired token is never handed out.
-            if served.record.expires_at.is_some()
-                && served.record.remaining(crate::record::Now::current()) == 0
-            {
+            let now = crate::record::Now::current();
+            if served.record.expires_at.is_some() && served.record.remaining(now.clone()) == 0 {
                 return Err(Error::temp(format!(
                     "the access token of {} ran out before it could be handed out (getting or \
                      saving it took longer than its life); the tokens are kept, try again",
@@ -147,15 +146,19 @@ pub async fn answer(source: &impl Source, account: &Account, req: &Request) -> R
                     |w| w.to_string(),
                 )));
             }
+            // When it stops working on the wall clock as it reads now: after the clock
+            // was set back, earlier than the stored time (git caches the credential
+            // until then, `password_expiry_utc`).
+            let expires_at = served.record.expires_at_on(&now);
             Ok(Credential {
                 secret: render_token(
                     req.format,
                     account,
-                    &served.record,
+                    expires_at,
                     token.expose(),
                     req.for_proto,
                 ),
-                expires_at: served.record.expires_at,
+                expires_at,
                 warning: served.warning,
             })
         }
@@ -309,6 +312,19 @@ mod tests {
     /// 2096: a token that is good for the whole test.
     const LATER: u64 = 4_000_000_000;
 
+    /// A source whose record was stamped an hour ahead of the wall clock as it reads
+    /// now, on this boot: the clock was set back an hour after the token came.
+    struct SetBack(TokenRecord);
+
+    impl Source for SetBack {
+        async fn password(&self, _: &Account) -> Result<Secret> {
+            unreachable!()
+        }
+        async fn token(&self, _: &Account, _: Duration, _: Duration) -> Result<Served> {
+            Ok(Served::from(self.0.clone()))
+        }
+    }
+
     impl Source for Fixed {
         async fn password(&self, _: &Account) -> Result<Secret> {
             self.asked.lock().unwrap().push("password");
@@ -344,6 +360,39 @@ mod tests {
             "{e}"
         );
         assert!(!e.to_string().contains("TOK"), "{e}");
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_expiry_handed_out_is_on_the_clock_as_it_reads_now() {
+        let now = crate::record::Now::current();
+        let boot = now
+            .boot
+            .clone()
+            .expect("Linux has a boot id and CLOCK_BOOTTIME");
+        let src = SetBack(TokenRecord {
+            access_token: Some(Secret::new("TOK")),
+            obtained_at: now.wall + 3600,
+            expires_at: Some(now.wall + 3600 + 600),
+            obtained_boot: Some(boot),
+            ..Default::default()
+        });
+        let req = Request {
+            format: Format::Json,
+            ..Request::new("g")
+        };
+        let Ok(c) = block_on(answer(&src, &account(OAUTH), &req)) else {
+            panic!("a valid token was refused");
+        };
+        // 600 s left, not 4200: what git and JSON readers are told.
+        let at = c.expires_at.unwrap();
+        assert!(
+            (now.wall + 598..=now.wall + 600).contains(&at),
+            "{at} vs {}",
+            now.wall
+        );
+        let j: serde_json::Value = serde_json::from_str(&c.secret).unwrap();
+        assert_eq!(j["expires_at"], at);
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! are parsed here only, for the command line and the daemon protocol alike.
 
 use crate::config::Account;
-use crate::record::TokenRecord;
 use crate::sasl;
 use crate::server::Proto;
 use zeroize::Zeroizing;
@@ -47,7 +46,7 @@ crate::names::by_name!(Format, "format");
 pub fn render_token(
     format: Format,
     account: &Account,
-    rec: &TokenRecord,
+    expires_at: Option<u64>,
     token: &str,
     for_proto: Proto,
 ) -> Zeroizing<String> {
@@ -67,7 +66,7 @@ pub fn render_token(
             serde_json::json!({
                 "access_token": token,
                 "token_type": "Bearer",
-                "expires_at": rec.expires_at,
+                "expires_at": expires_at,
                 "account": account.name,
                 "user": account.user,
             })
@@ -79,6 +78,7 @@ pub fn render_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::TokenRecord;
     use crate::secret::Secret;
     use base64::Engine;
     use clap::ValueEnum;
@@ -99,7 +99,7 @@ mod tests {
     #[test]
     fn every_format_renders_the_token() {
         let (a, r) = (account(), rec());
-        let render = |f, p| render_token(f, &a, &r, "TOK", p);
+        let render = |f, p| render_token(f, &a, r.expires_at, "TOK", p);
         assert_eq!(render(Format::Raw, Proto::Imap).as_str(), "TOK");
         let b64 = base64::engine::general_purpose::STANDARD;
         let x = b64

@@ -134,8 +134,11 @@ impl Admission {
         })
     }
 
-    /// Waits until a connection may be accepted: there is room, or room was made by
-    /// closing the connection that waited longest for its request line.
+    /// Waits until a connection may be accepted: there is room, or a connection that
+    /// waits for its request line can be closed for the new one ([`Admission::admit`]
+    /// closes it once the new one is there, not before: nobody is closed for a client
+    /// that never comes). While every connection is being answered, new ones wait in
+    /// the listen queue.
     pub async fn room(&self) {
         loop {
             let room = self.room.notified();
@@ -148,33 +151,31 @@ impl Admission {
         }
     }
 
-    /// Whether one more may come in now; closes the longest-waiting one if that is
-    /// what it takes (it leaves when its task sees the kick).
+    /// Whether one more may come in now: there is room, or one that waits can be
+    /// closed for it (and none is on its way out already).
     fn make_room(&self) -> bool {
-        let mut st = lock(&self.inner);
+        let st = lock(&self.inner);
         // Kicked ones still count until they have gone: a descriptor is freed then.
-        if st.open.len() < st.limit {
-            return true;
-        }
-        if st.leaving > 0 {
-            return false;
-        }
-        if let Some((_, id)) = st.waiting.pop_first()
-            && let Some(k) = st.open.get(&id).cloned()
-        {
-            k.kick();
-            st.leaving += 1;
-        }
-        false
+        st.open.len() < st.limit || (st.leaving == 0 && !st.waiting.is_empty())
     }
 
-    /// Registers an accepted connection, waiting for its request line.
+    /// Registers an accepted connection, waiting for its request line. When that is
+    /// one more than the limit, the one that has waited longest for its request line
+    /// is told to go (it leaves when its task sees the kick); the limit leaves room
+    /// for the one extra descriptor meanwhile.
     pub fn admit(self: &Arc<Self>) -> Ticket {
         let mut st = lock(&self.inner);
         st.next += 1;
         let id = st.next;
         let kick = Arc::new(Kick::default());
         st.open.insert(id, kick.clone());
+        if st.open.len() > st.limit
+            && let Some((_, oldest)) = st.waiting.pop_first()
+            && let Some(k) = st.open.get(&oldest).cloned()
+        {
+            k.kick();
+            st.leaving += 1;
+        }
         st.waiting.insert((id, id));
         Ticket {
             admission: self.clone(),
@@ -186,12 +187,16 @@ impl Admission {
 }
 
 impl Ticket {
-    /// A whole request line came: this connection is being answered.
+    /// A whole request line came: this connection is being answered. If it was told
+    /// to go just as its request came, it is answered after all, and no longer counts
+    /// as leaving (else no other could be closed for new ones until it ends).
     pub fn busy(&mut self) {
+        let mut st = lock(&self.admission.inner);
         if let Some(since) = self.since.take() {
-            lock(&self.admission.inner)
-                .waiting
-                .remove(&(since, self.id));
+            st.waiting.remove(&(since, self.id));
+        }
+        if self.kick.kicked.swap(false, Ordering::SeqCst) {
+            st.leaving -= 1;
         }
     }
 
@@ -205,6 +210,9 @@ impl Ticket {
         let since = st.next;
         st.waiting.insert((since, self.id));
         self.since = Some(since);
+        drop(st);
+        // It can be closed for a new one now.
+        self.admission.room.notify_one();
     }
 }
 
@@ -246,24 +254,24 @@ mod tests {
     }
 
     #[test]
-    fn when_full_the_connection_waiting_longest_is_closed_and_busy_ones_never() {
+    fn when_full_a_new_connection_closes_the_one_waiting_longest_and_busy_ones_never() {
         let a = Admission::new(3);
         let mut first = a.admit();
         let second = a.admit();
         let third = a.admit();
-        // The first is being answered: the second, which waited longest, goes.
         first.busy();
+        // Full, but nobody is closed before a new one has come.
+        assert!(a.make_room());
+        assert!(!kicked(&first) && !kicked(&second) && !kicked(&third));
+        // The new one closes the second, which waited longest; the first is answered.
+        let fourth = a.admit();
+        assert!(!kicked(&first) && kicked(&second) && !kicked(&third) && !kicked(&fourth));
+        // No room until it has gone.
         assert!(!a.make_room());
-        assert!(!kicked(&first) && kicked(&second) && !kicked(&third));
-        // Full until it has gone, and nobody else is closed meanwhile.
-        assert!(!a.make_room());
-        assert!(!kicked(&third));
         drop(second);
         assert!(a.make_room());
-        let _fourth = a.admit();
-        // Full again: now the third is the one that waited longest.
-        assert!(!a.make_room());
-        assert!(kicked(&third) && !kicked(&first));
+        let _fifth = a.admit();
+        assert!(kicked(&third) && !kicked(&first) && !kicked(&fourth));
     }
 
     #[test]
@@ -273,8 +281,8 @@ mod tests {
         let second = a.admit();
         first.busy();
         first.waiting();
-        assert!(!a.make_room());
-        assert!(kicked(&second) && !kicked(&first));
+        let third = a.admit();
+        assert!(kicked(&second) && !kicked(&first) && !kicked(&third));
     }
 
     #[test]
@@ -285,9 +293,39 @@ mod tests {
             x.busy();
         }
         assert!(!a.make_room());
-        assert!(!a.make_room());
         assert!(t.iter().all(|x| !kicked(x)));
         t.pop();
         assert!(a.make_room());
+    }
+
+    #[test]
+    fn the_only_waiting_one_is_not_closed_for_itself() {
+        let a = Admission::new(1);
+        let mut busy = a.admit();
+        busy.busy();
+        // Over the limit by one: nobody else waits, so nobody is closed.
+        let new = a.admit();
+        assert!(!kicked(&busy) && !kicked(&new));
+        // The next one closes it, never the busy one.
+        assert!(a.make_room());
+        let next = a.admit();
+        assert!(kicked(&new) && !kicked(&busy) && !kicked(&next));
+        assert!(!a.make_room());
+    }
+
+    #[test]
+    fn a_kicked_connection_whose_request_came_is_answered_and_frees_the_way() {
+        let a = Admission::new(2);
+        let mut first = a.admit();
+        let _second = a.admit();
+        let third = a.admit();
+        assert!(kicked(&first));
+        // Its request line came as it was told to go: it is answered after all, and
+        // another may be closed for the next new one.
+        first.busy();
+        assert!(!kicked(&first));
+        assert!(a.make_room());
+        let _fourth = a.admit();
+        assert!(!kicked(&first) && !kicked(&third));
     }
 }

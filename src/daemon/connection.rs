@@ -44,7 +44,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream, mut ticket: Ticket) 
                 "permission denied: this daemon serves its own user and the group with gid {g}, and this process is in neither"
             ),
         });
-        let _ = write.write_all(&encode(&Reply::error(&e))).await;
+        let _ = send(&mut write, &Reply::error(&e)).await;
         return;
     }
     loop {
@@ -60,7 +60,7 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream, mut ticket: Ticket) 
             let e =
                 Error::temp("the daemon closed this unfinished request to make room for others")
                     .with_remedy("Send the whole request line at once.");
-            let _ = write.write_all(&encode(&Reply::error(&e))).await;
+            let _ = send(&mut write, &Reply::error(&e)).await;
             return;
         };
         let (reply, close) = match read {
@@ -83,11 +83,20 @@ pub async fn serve(daemon: Arc<Daemon>, stream: UnixStream, mut ticket: Ticket) 
                 (reply, !whole)
             }
         };
-        if write.write_all(&encode(&reply)).await.is_err() || close {
+        if !send(&mut write, &reply).await || close {
             return;
         }
         ticket.waiting();
     }
+}
+
+/// Writes a reply; false when the client did not take it within [`READ_TIMEOUT`] (it
+/// sends and never reads: its place must not be held for ever) or is gone.
+async fn send(write: &mut (impl tokio::io::AsyncWrite + Unpin), reply: &Reply) -> bool {
+    matches!(
+        tokio::time::timeout(READ_TIMEOUT, write.write_all(&encode(reply))).await,
+        Ok(Ok(()))
+    )
 }
 
 async fn dispatch(daemon: &Arc<Daemon>, op: Op) -> Reply {

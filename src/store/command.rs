@@ -95,11 +95,18 @@ impl CommandStore {
         };
         // The command has exited; what it left in the pipes is all there is. A process
         // it left behind holding a pipe open is not waited for beyond a moment.
-        let stdout = Zeroizing::new(stdout.finish());
-        let stderr = stderr.finish();
+        let Some(stdout) = stdout.finish() else {
+            // What it printed may be cut short: a record read as "nothing stored" would
+            // send its user to log in again for nothing.
+            return Err(Error::temp(format!(
+                "the store command `{template}` exited but left a process holding its output"
+            ))
+            .with_remedy("Let the command end everything it starts (for example, run a background agent with its output redirected)."));
+        };
+        let stderr = stderr.finish().unwrap_or_default();
         let output = Output {
             status,
-            stdout: stdout.to_vec(),
+            stdout,
             stderr,
         };
         if !output.status.success() {
@@ -146,12 +153,13 @@ fn drain(pipe: Option<impl Read + Send + 'static>) -> Drain {
 }
 
 impl Drain {
-    /// What was read; empty when a leftover process still holds the pipe a second
+    /// What was read; `None` when a leftover process still holds the pipe a second
     /// after the command exited (its reader thread ends with that process).
-    fn finish(self) -> Vec<u8> {
-        self.0
-            .and_then(|rx| rx.recv_timeout(Duration::from_secs(1)).ok())
-            .unwrap_or_default()
+    fn finish(self) -> Option<Vec<u8>> {
+        match self.0 {
+            None => Some(Vec::new()),
+            Some(rx) => rx.recv_timeout(Duration::from_secs(1)).ok(),
+        }
     }
 }
 
@@ -467,5 +475,30 @@ mod tests {
         let s = store(dir.path(), false).with_timeout(Duration::from_secs(5));
         s.save("alice", &record("rt")).unwrap();
         assert_eq!(s.load("alice").unwrap(), Some(record("rt")));
+    }
+
+    #[test]
+    fn a_read_that_leaves_a_process_holding_its_output_is_an_error_not_an_empty_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        // It prints a record's beginning, then leaves a child behind with stdout open.
+        let s = CommandStore::new(
+            format!(
+                "printf '{{\"refresh'; (sleep 30 & echo $! > {}) ; true",
+                pidfile.display()
+            ),
+            "cat >/dev/null".into(),
+            None,
+        );
+        let err = s.load("alice").unwrap_err();
+        assert_eq!(err.code, ExitCode::TempFail, "{err}");
+        assert!(
+            err.message.contains("left a process holding its output"),
+            "{err}"
+        );
+        if let Ok(pid) = std::fs::read_to_string(&pidfile) {
+            // SAFETY: ending the test's own leftover `sleep`.
+            unsafe { libc::kill(pid.trim().parse().unwrap(), libc::SIGKILL) };
+        }
     }
 }
