@@ -44,10 +44,6 @@ fn config_text(env: &Env) -> String {
     std::fs::read_to_string(env.config_path()).unwrap()
 }
 
-fn mode(p: &Path) -> u32 {
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-}
-
 /// A world with no config file, nor its directory.
 fn fresh() -> Env {
     let env = Env::new("", "");

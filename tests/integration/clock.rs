@@ -71,34 +71,10 @@ impl FakeClock {
 
     /// `mailtoken serve` with the faked clock, once it answers on its socket.
     fn serve(&self, env: &Env) -> Daemon {
-        let log = env.dir.path().join("serve.log");
-        let child = self
-            .apply(&mut env.cmd())
-            .arg("serve")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let d = Daemon {
-            child: Some(child),
-            socket: env.socket_path(),
-            log,
-        };
-        wait_until_serving(&d);
-        d
+        let mut cmd = env.cmd();
+        self.apply(&mut cmd);
+        env.serve_with(cmd)
     }
-}
-
-fn wait_until_serving(d: &Daemon) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if d.try_raw(b"{\"v\":1,\"op\":\"ping\"}\n")
-            .is_ok_and(|r| r.contains("\"ok\":true"))
-        {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("the daemon did not start: {}", d.log());
 }
 
 /// A world with a logged-in account `c` whose access tokens live 6 s.

@@ -178,23 +178,7 @@ fn without_a_secret_service_auto_falls_back_to_the_file() {
     let dir = tempfile::tempdir().unwrap();
     // A bus config without any service directory, so nothing can be activated.
     let conf = dir.path().join("bus.conf");
-    std::fs::write(
-        &conf,
-        r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:tmpdir=/tmp</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-    )
-    .unwrap();
+    std::fs::write(&conf, crate::common::keyring::NO_ACTIVATION_BUS).unwrap();
     let conf_arg = format!("--config-file={}", conf.display());
     run_child_under_bus(NAME, &[&conf_arg], &[("XDG_STATE_HOME", dir.path())]);
 }

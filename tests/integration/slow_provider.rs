@@ -13,10 +13,6 @@ use common::gate::Gate;
 use common::mailtoken::*;
 use std::time::{Duration, Instant};
 
-fn active(token: &str) -> bool {
-    rt().block_on(authserver::introspect(token))["active"] == true
-}
-
 #[test]
 fn answers_seconds_late_hold_no_caller_past_the_timeout_and_every_token_printed_is_valid() {
     let login = unique_login("slow");

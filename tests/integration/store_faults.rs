@@ -23,10 +23,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn active(token: &str) -> bool {
-    rt().block_on(authserver::introspect(token))["active"] == true
-}
-
 /// A mount made for one test, undone (lazily, so a process still in it cannot keep it)
 /// when dropped.
 struct Mount(PathBuf);
@@ -89,24 +85,9 @@ fn fill(dir: &Path) -> PathBuf {
     path
 }
 
-fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
-
+/// `Env::expire` for a rescue record (a file store of its own).
 fn expire_in(path: &Path, account: &str) {
-    edit_json(path, |v| {
-        let r = &mut v["accounts"][account];
-        r["obtained_at"] = (now() - 3700).into();
-        r["expires_at"] = (now() - 100).into();
-    });
-}
-
-fn mode(p: &Path) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    edit_json(path, |v| expire_record(&mut v["accounts"][account]));
 }
 
 /// The caller of a refresh whose tokens the store refused: a working token, a message
@@ -356,12 +337,28 @@ fn a_store_command_that_hangs_on_read_is_stopped_at_its_timeout() {
     assert!(took < Duration::from_secs(20), "{took:?}");
     // Nothing of it is left running: the `sleep` it started is gone too (or a zombie
     // waiting for init, which a container's init may never reap).
+    // SIGKILL was sent before `token` returned; the kernel may take a moment to tear
+    // the process down (seen: state R with its memory already gone), so look for up
+    // to 2 s.
     let pid = std::fs::read_to_string(dir.join("sleep.pid")).unwrap();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
-    let state = stat.rsplit(')').next().unwrap_or("").trim_start();
+    let stat = || std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).unwrap_or_default();
+    let ended = |stat: &str| {
+        stat.is_empty()
+            || stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !ended(&stat()) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let last = stat();
     assert!(
-        stat.is_empty() || state.starts_with('Z'),
-        "the store command's child {pid} still runs: {stat}"
+        ended(&last),
+        "the store command's child {pid} still runs: {last}"
     );
 }
 
@@ -370,7 +367,7 @@ fn a_store_command_that_hangs_on_write_after_a_refresh_keeps_the_rotated_tokens(
     let login = unique_login("cmdwhang");
     let (env, dir) = command_world(&login, "true", "sleep 600", "2s");
     assert_exit(&env.login("a", &login), 0);
-    expire_in_record(&dir.join("a.json"));
+    edit_json(&dir.join("a.json"), expire_record);
     std::fs::write(dir.join("write-hangs"), "").unwrap();
     let o = env.run(&["token", "a"]);
     let token = assert_served_despite_the_store(&o, "did not finish within 2s");
@@ -406,12 +403,4 @@ fn a_store_command_that_fails_on_read_says_so_and_asks_for_nothing_else() {
     assert!(e.contains("gpg: decryption failed: No secret key"), "{e}");
     assert!(e.contains("exit status: 2"), "{e}");
     assert_eq!(stats(&login, "refresh_grants"), 0, "nothing was refreshed");
-}
-
-/// `expire` for a command store's bare record file.
-fn expire_in_record(path: &Path) {
-    edit_json(path, |r| {
-        r["obtained_at"] = (now() - 3700).into();
-        r["expires_at"] = (now() - 100).into();
-    });
 }

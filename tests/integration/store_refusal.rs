@@ -6,15 +6,10 @@
 
 use crate::common;
 
-use common::authserver;
 use common::keyring::PrivateKeyring;
 use common::mailtoken::*;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-fn active(token: &str) -> bool {
-    rt().block_on(authserver::introspect(token))["active"] == true
-}
 
 /// A world whose store is a pair of shell commands keeping `DIR/ACCOUNT.json`; the
 /// write fails, as on a full disk, while `DIR/broken` exists.
@@ -33,18 +28,6 @@ fn command_store_world(account: &str, login: &str, client: Client, head: &str) -
     (env, dir)
 }
 
-fn edit_json(path: &Path, f: impl FnOnce(&mut serde_json::Value)) {
-    let mut v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
-}
-
-fn expired(r: &mut serde_json::Value) {
-    r["obtained_at"] = (now() - 3700).into();
-    r["expires_at"] = (now() - 100).into();
-}
-
 fn rescue_file(env: &Env, account: &str) -> PathBuf {
     env.dir
         .path()
@@ -57,7 +40,7 @@ fn a_store_that_refuses_the_rotated_tokens_loses_nothing_and_asks_for_no_login()
     let (env, dir) = command_store_world("a", &login, Client::Native, "");
     assert_exit(&env.login("a", &login), 0);
     let stored = dir.join("a.json");
-    edit_json(&stored, expired);
+    edit_json(&stored, expire_record);
     std::fs::write(dir.join("broken"), "").unwrap();
 
     // The refresh succeeds, the store refuses its result: the token is handed out, and
@@ -94,7 +77,7 @@ fn a_store_that_refuses_the_rotated_tokens_loses_nothing_and_asks_for_no_login()
     // The store works again; the next refresh uses the rotated refresh token (the old
     // one would revoke the grant), and the store takes the result.
     std::fs::remove_file(dir.join("broken")).unwrap();
-    edit_json(&rescue, |v| expired(&mut v["accounts"]["a"]));
+    edit_json(&rescue, |v| expire_record(&mut v["accounts"]["a"]));
     let o = env.run(&["token", "a"]);
     assert_exit(&o, 0);
     let fresh = stdout(&o).trim().to_owned();
@@ -158,7 +141,7 @@ fn the_daemon_keeps_tokens_the_store_refused_and_saves_them_when_it_can() {
     }
     drop(daemon);
     // Without the daemon, the stored refresh token is the live one.
-    edit_json(&dir.join("d.json"), expired);
+    edit_json(&dir.join("d.json"), expire_record);
     let o = env.run(&["token", "d"]);
     assert_exit(&o, 0);
     assert!(active(stdout(&o).trim()), "{}", stderr(&o));

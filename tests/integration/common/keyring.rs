@@ -9,6 +9,22 @@ use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "private-keyring-password";
 
+/// A session bus config without service directories: nothing on it is started by D-Bus
+/// activation (`dbus-daemon --config-file`).
+pub const NO_ACTIVATION_BUS: &str = r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#;
+
 pub struct PrivateKeyring {
     /// `DBUS_SESSION_BUS_ADDRESS` of the private bus.
     pub bus: String,
@@ -32,23 +48,7 @@ impl PrivateKeyring {
         // desktop's bus would start a new, locked one, whose unlock prompt nobody here
         // could answer).
         let config = dir.path().join("bus.conf");
-        std::fs::write(
-            &config,
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:tmpdir=/tmp</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-        )
-        .unwrap();
+        std::fs::write(&config, NO_ACTIVATION_BUS).unwrap();
         let out = Command::new("dbus-daemon")
             .arg(format!("--config-file={}", config.display()))
             .args(["--fork", "--print-address=1", "--print-pid=1"])
@@ -110,7 +110,8 @@ impl PrivateKeyring {
         }
     }
 
-    fn bus_has_secrets(&self) -> bool {
+    /// The bus's own `METHOD` about the Secret Service's name; its printed reply.
+    fn ask_bus_about_secrets(&self, method: &str) -> String {
         let out = self
             .command("dbus-send")
             .args([
@@ -118,12 +119,17 @@ impl PrivateKeyring {
                 "--print-reply",
                 "--dest=org.freedesktop.DBus",
                 "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.NameHasOwner",
+                &format!("org.freedesktop.DBus.{method}"),
                 "string:org.freedesktop.secrets",
             ])
             .output()
             .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("boolean true")
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn bus_has_secrets(&self) -> bool {
+        self.ask_bus_about_secrets("NameHasOwner")
+            .contains("boolean true")
     }
 
     /// Locks the `login` collection, as the screen locker or `seahorse` would.
@@ -146,25 +152,13 @@ impl PrivateKeyring {
     /// Kills its gnome-keyring with SIGKILL, as a crash or the OOM killer would; what
     /// it had written stays on disk, and [`PrivateKeyring::unlock`] starts a new one.
     pub fn kill(&self) {
-        let out = self
-            .command("dbus-send")
-            .args([
-                "--session",
-                "--print-reply",
-                "--dest=org.freedesktop.DBus",
-                "/org/freedesktop/DBus",
-                "org.freedesktop.DBus.GetConnectionUnixProcessID",
-                "string:org.freedesktop.secrets",
-            ])
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = self.ask_bus_about_secrets("GetConnectionUnixProcessID");
         let pid: i32 = text
             .split_whitespace()
             .skip_while(|w| *w != "uint32")
             .nth(1)
             .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no pid for org.freedesktop.secrets: {out:?}"));
+            .unwrap_or_else(|| panic!("no pid for org.freedesktop.secrets: {text}"));
         // SAFETY: signalling the gnome-keyring this keyring started.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
         let deadline = Instant::now() + Duration::from_secs(10);

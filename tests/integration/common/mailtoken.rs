@@ -242,27 +242,29 @@ impl Env {
 
     /// Edits the file store's record of `account` (e.g. to make its token expired).
     pub fn edit_stored(&self, account: &str, f: impl FnOnce(&mut serde_json::Value)) {
-        let text = std::fs::read_to_string(self.tokens_path()).unwrap();
-        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
-        f(&mut v["accounts"][account]);
-        std::fs::write(
-            self.tokens_path(),
-            serde_json::to_string_pretty(&v).unwrap(),
-        )
-        .unwrap();
+        edit_json(&self.tokens_path(), |v| f(&mut v["accounts"][account]));
     }
 
     /// Marks the stored access token of `account` as expired a while ago.
     pub fn expire(&self, account: &str) {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        self.edit_stored(account, |r| {
-            r["obtained_at"] = (now - 3700).into();
-            r["expires_at"] = (now - 100).into();
-        });
+        self.edit_stored(account, expire_record);
     }
+}
+
+/// Makes a record's access token one that expired a while ago (obtained 3,700 s ago,
+/// expired 100 s ago).
+pub fn expire_record(r: &mut serde_json::Value) {
+    r["obtained_at"] = (now() - 3700).into();
+    r["expires_at"] = (now() - 100).into();
+}
+
+/// Rewrites the JSON file at `path` through `f` (a store's file, a rescue record, a
+/// command store's record).
+pub fn edit_json(path: &std::path::Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
 }
 
 /// An app registered for a fresh mailbox, and a world with an account `app` for it
@@ -309,6 +311,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A file's or directory's permission bits.
+pub fn mode(p: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
 /// Sets a file's or directory's permission bits.
 pub fn set_mode(p: &std::path::Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
@@ -333,6 +341,11 @@ pub fn stats(login: &str, key: &str) -> u64 {
 /// What the test server says about an access token (RFC 7662), waited for.
 pub fn introspect(token: &str) -> serde_json::Value {
     rt().block_on(authserver::introspect(token))
+}
+
+/// Whether the authorization server takes `token` as a working access token now.
+pub fn active(token: &str) -> bool {
+    introspect(token)["active"] == true
 }
 
 pub fn rt() -> tokio::runtime::Runtime {
@@ -476,12 +489,17 @@ impl Env {
 
     /// Starts `mailtoken serve` and waits until it answers on its socket.
     pub fn serve(&self) -> Daemon {
+        self.serve_with(self.cmd())
+    }
+
+    /// `mailtoken serve` run by `cmd` (this world's [`Env::cmd`], changed: under
+    /// libfaketime, say), once it answers on its socket.
+    pub fn serve_with(&self, mut cmd: Command) -> Daemon {
         let log = self
             .dir
             .path()
             .join(format!("serve-{}.log", unique_login("log")));
-        let child = self
-            .cmd()
+        let child = cmd
             .arg("serve")
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
