@@ -25,6 +25,9 @@ pub struct Broker {
     rescue: Rescue,
     /// A one-line notice about the store choice (the file fallback), for people.
     pub store_notice: Option<String>,
+    /// The daemonless path's refreshes run in a worker started from this executable
+    /// (`worker.rs`), which outlives a caller that stops waiting; `None`: here.
+    worker: Option<std::path::PathBuf>,
 }
 
 /// A token handed out, and what the user should know about the store when it did not
@@ -42,6 +45,7 @@ impl Broker {
             store: opened.store,
             rescue: Rescue::new(),
             store_notice: opened.notice,
+            worker: None,
         })
     }
 
@@ -116,6 +120,13 @@ impl Broker {
         }
     }
 
+    /// From now on, `access_token`'s refreshes run in a worker started from `exe`
+    /// (mailtoken-core: `worker::serve`), which waits for a sent request's answer after
+    /// this process has had to give up on it.
+    pub fn refresh_in_worker(&mut self, exe: std::path::PathBuf) {
+        self.worker = Some(exe);
+    }
+
     /// How long to wait for another process's refresh or login save: longer than one
     /// token request can take, so a waiter never gives up on a refresh that will succeed.
     fn lock_timeout(&self) -> Duration {
@@ -129,7 +140,10 @@ impl Broker {
         if let Some(record) = self.decide(account, &state, min_valid)? {
             return Ok(Served::from(record));
         }
-        let _guard = lock::acquire(&account.name, self.lock_timeout())?;
+        // A caller is answered within `timeout` (and a second): a refresh in another
+        // process that waits longer for its answer (`oauth::patience`) keeps it by
+        // itself, and this caller is told to try again.
+        let guard = lock::acquire(&account.name, self.config.timeout + Duration::from_secs(1))?;
         // Whoever held the lock before us may have refreshed already, or failed (then
         // its failure's backoff applies to us too).
         let record = self.load(account)?;
@@ -139,9 +153,13 @@ impl Broker {
         }
         let record = record
             .ok_or_else(|| Error::software("a refresh was decided with no record to refresh"))?;
-        self.refresh_locked(account, record)
-            .map(Served::from)
-            .map_err(RefreshError::into_error)
+        let timeout = self.config.timeout;
+        let outcome = self
+            .worker
+            .as_deref()
+            .and_then(|exe| crate::worker::refresh(exe, &account.name, &record, &guard, timeout))
+            .unwrap_or_else(|| self.refresh_locked(account, record));
+        outcome.map(Served::from).map_err(RefreshError::into_error)
     }
 
     /// `Some(record)` to serve, `None` to refresh, or the error that blocks both.
@@ -193,7 +211,7 @@ impl Broker {
     }
 
     /// Refreshes `rec` (the caller holds the account lock) and keeps the result.
-    fn refresh_locked(&self, account: &Account, mut rec: TokenRecord) -> RefreshOutcome {
+    pub(crate) fn refresh_locked(&self, account: &Account, mut rec: TokenRecord) -> RefreshOutcome {
         let app_only = account.app_only();
         // An app-only account asks with its own credentials even if an old record of a
         // person's login still holds a refresh token.
@@ -217,14 +235,21 @@ impl Broker {
             })
             .and_then(|rt_| {
                 rt_.block_on(async {
-                    let client =
-                        OAuthClient::new(account, self.config.timeout).map_err(|error| {
-                            // The client secret command failed, or ca_file is unreadable.
-                            TokenError {
-                                kind: FailureKind::Config,
-                                error,
-                            }
-                        })?;
+                    let timeout = self.config.timeout;
+                    // A sent refresh waits long for its answer, which may hold the only
+                    // copy of a rotated refresh token; an app-only request spends
+                    // nothing, and is simply asked again.
+                    let client = match rt {
+                        Some(_) => OAuthClient::refreshing(account, timeout),
+                        None => OAuthClient::new(account, timeout),
+                    }
+                    .map_err(|error| {
+                        // The client secret command failed, or ca_file is unreadable.
+                        TokenError {
+                            kind: FailureKind::Config,
+                            error,
+                        }
+                    })?;
                     match &rt {
                         Some(rt) => client.refresh(rt).await,
                         // The app's own credentials: nothing to refresh, a new one is

@@ -254,7 +254,14 @@ impl Local {
         if let Some(b) = self.broker.get() {
             return Ok(b);
         }
-        let b = Broker::open(self.config.clone())?;
+        let mut b = Broker::open(self.config.clone())?;
+        // A refresh runs in a worker that outlives this process (`worker.rs`); the
+        // worker is mailtoken-core, beside this executable (mailtoken-add's too).
+        if let Ok(core) = crate::paths::core_exe()
+            && core.is_file()
+        {
+            b.refresh_in_worker(core);
+        }
         Ok(self.broker.get_or_init(|| b))
     }
 }

@@ -26,6 +26,23 @@ pub enum ExitCode {
     Config = 78,
 }
 
+impl ExitCode {
+    /// The code a number stands for (another process's exit code, a reply on the
+    /// wire); an unknown one is a bug somewhere.
+    pub fn from_code(code: i32) -> ExitCode {
+        match code {
+            64 => ExitCode::Usage,
+            65 => ExitCode::DataErr,
+            69 => ExitCode::Unavailable,
+            74 => ExitCode::IoErr,
+            75 => ExitCode::TempFail,
+            77 => ExitCode::NoPerm,
+            78 => ExitCode::Config,
+            _ => ExitCode::Software,
+        }
+    }
+}
+
 /// An error for a person: a message (what and why) and an optional remedy (what to do).
 #[derive(Debug, Clone)]
 pub struct Error {

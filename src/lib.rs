@@ -41,6 +41,7 @@ pub mod status;
 pub mod store;
 pub mod tls;
 pub mod verify;
+pub mod worker;
 
 /// `mailtoken --version`: the crate's version and the commit it was built from (build.rs).
 pub const VERSION: &str = concat!(

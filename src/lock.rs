@@ -19,6 +19,14 @@ pub struct AccountLock {
     path: PathBuf,
 }
 
+impl std::os::fd::AsRawFd for AccountLock {
+    /// The locked file's descriptor: the lock is handed to a refresh worker on it
+    /// (`worker.rs`).
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self._file.as_raw_fd()
+    }
+}
+
 impl AccountLock {
     /// The lock file, for messages.
     pub fn path(&self) -> &Path {

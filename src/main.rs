@@ -22,6 +22,10 @@ extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // The plain `token ACCOUNT [OPTIONS]` form is parsed without clap, whose parser
     // costs more to build than the rest of the call (`cli::quick_token`).
     let rest = args.get(1..).unwrap_or_default();
+    // A refresh handed over by a daemonless `token` (src/worker.rs).
+    if rest.first().is_some_and(|a| a == mailtoken::worker::ARG) {
+        startup::exit(mailtoken::worker::serve(&rest[1..]));
+    }
     // The daemon's plain `serve`, too: clap's parser would fault in pages that then
     // stay resident for as long as the daemon runs.
     if let Some(group) = quick_serve(rest) {

@@ -41,6 +41,9 @@ pub struct Slot {
     /// The longest `--min-valid` any request asked for: refresh before falling under it.
     longest_min_valid: Mutex<Duration>,
     tickets: AtomicU64,
+    /// Until when callers wait for the refresh in flight: its start plus `timeout`.
+    /// The refresh itself waits longer for a sent request's answer (`oauth::patience`).
+    refresh_bound: Mutex<Option<Instant>>,
     pub changed: Changes,
     pub refresher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -114,6 +117,7 @@ impl Slot {
             state: Mutex::new(AccountState::Unloaded),
             longest_min_valid: Mutex::new(DEFAULT_MIN_VALID),
             tickets: AtomicU64::new(0),
+            refresh_bound: Mutex::new(None),
             changed: Changes::default(),
             refresher: Mutex::new(None),
         }
@@ -224,9 +228,19 @@ impl Daemon {
                     });
                 }
                 Decision::Load => self.load(&slot, account).await?,
-                Decision::Refresh => self.refresh(&slot, account).await,
+                // On a task of its own: a caller that stops waiting does not end it.
+                Decision::Refresh => self.spawn_refresh(&slot, account),
                 Decision::AwaitRefresh => {
-                    changes.changed().await;
+                    // The caller's `--wait`, or the refresh's own `timeout`, whichever
+                    // is later; the refresh goes on after either.
+                    let bound = lock(&slot.refresh_bound).map_or(deadline, |b| b.max(deadline));
+                    if Instant::now() >= bound {
+                        return Err(still_refreshing(&self.broker(), account));
+                    }
+                    tokio::select! {
+                        _ = changes.changed() => {}
+                        _ = tokio::time::sleep_until(bound.into()) => {}
+                    }
                 }
                 Decision::Blocked { error, until } => {
                     if Instant::now() >= deadline {
@@ -298,11 +312,32 @@ impl Daemon {
     /// One refresh through the Broker (store, file lock, token endpoint), unless the
     /// state allows none now (another one is in flight).
     pub async fn refresh(&self, slot: &Slot, account: &Account) {
+        if let Some(begun) = self.begin_refresh(slot) {
+            self.finish_refresh(slot, account, begun).await;
+        }
+    }
+
+    /// `refresh` on a task of its own, begun before this returns (so the caller's next
+    /// look at the state finds it in flight and waits for it).
+    fn spawn_refresh(self: &Arc<Self>, slot: &Arc<Slot>, account: &Account) {
+        if let Some(begun) = self.begin_refresh(slot) {
+            let (d, s, a) = (self.clone(), slot.clone(), account.clone());
+            tokio::spawn(async move { d.finish_refresh(&s, &a, begun).await });
+        }
+    }
+
+    /// The state becomes `Refreshing` (single flight), unless it allows no refresh now:
+    /// the refresh's ticket and the access token it starts from.
+    fn begin_refresh(&self, slot: &Slot) -> Option<(u64, Option<Secret>)> {
         let ticket = slot.tickets.fetch_add(1, Ordering::Relaxed) + 1;
-        let Some(seen) = lock(&slot.state).begin_refresh(ticket) else {
-            return;
-        };
+        let seen = lock(&slot.state).begin_refresh(ticket)?;
+        *lock(&slot.refresh_bound) = Some(Instant::now() + self.broker().config.timeout);
         slot.bump();
+        Some((ticket, seen))
+    }
+
+    async fn finish_refresh(&self, slot: &Slot, account: &Account, begun: (u64, Option<Secret>)) {
+        let (ticket, seen) = begun;
         // If this future is dropped before the outcome arrives (the refresher aborted
         // by a reload), the state must not stay `Refreshing`.
         let mut guard = Unfinished {
@@ -440,6 +475,27 @@ impl Source for FromMemory<'_> {
 }
 
 /// Spreads the retries of many accounts and many users: a number in [0, 1).
+/// A caller's answer when the refresh it waited for is still waiting on the provider
+/// after `timeout`: the refresh goes on, since a sent request's answer may hold the
+/// only copy of a rotated refresh token (`oauth::ANSWER_PATIENCE`).
+fn still_refreshing(broker: &Broker, account: &Account) -> Error {
+    let timeout = broker.config.timeout;
+    let url = account.oauth().map_or_else(
+        |_| "the token endpoint".to_owned(),
+        |o| o.token_url.to_string(),
+    );
+    Error::temp(format!(
+        "refreshing the access token for {}: {url} has not answered within {}. The daemon waits on for its answer (up to {}) and keeps the new tokens it holds.",
+        account.name,
+        humantime::format_duration(timeout),
+        humantime::format_duration(crate::oauth::patience(timeout)),
+    ))
+    .with_remedy(format!(
+        "Try again in a moment (`mailtoken status {}` shows when the refresh is done), or wait longer with `--wait`.",
+        account.name
+    ))
+}
+
 pub fn jitter() -> f64 {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -118,16 +118,7 @@ impl Reply {
     }
     /// The reply's error as ours, for the client to print and exit with.
     pub fn into_error(self) -> Error {
-        let code = match self.code {
-            Some(64) => ExitCode::Usage,
-            Some(65) => ExitCode::DataErr,
-            Some(69) => ExitCode::Unavailable,
-            Some(74) => ExitCode::IoErr,
-            Some(75) => ExitCode::TempFail,
-            Some(77) => ExitCode::NoPerm,
-            Some(78) => ExitCode::Config,
-            _ => ExitCode::Software,
-        };
+        let code = self.code.map_or(ExitCode::Software, ExitCode::from_code);
         let e = Error::new(
             code,
             self.message

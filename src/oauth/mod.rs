@@ -72,7 +72,15 @@ pub struct OAuthClient<'a> {
     clock: std::sync::Mutex<Option<i64>>,
     /// Through which proxy, if any, the token endpoint is reached.
     route: Route,
-    timeout: Duration,
+    limits: Limits,
+}
+
+/// How long a token request may take: to connect (TCP, TLS, a proxy's tunnel), and in
+/// all, once sent.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    connect: Duration,
+    answer: Duration,
 }
 
 /// Why an HTTP exchange with the token endpoint did not give a usable OAuth answer.
@@ -80,17 +88,26 @@ pub struct OAuthClient<'a> {
 /// and the status code is not lost on the way (oauth2 drops it for non-JSON bodies).
 #[derive(Debug)]
 enum HttpFault {
-    Timeout,
+    /// No answer in time; `connecting`: not even a connection (nothing was sent).
+    Timeout {
+        connecting: bool,
+    },
     Connect(String),
-    Status { status: u16, body: String },
-    Malformed { status: u16, detail: String },
+    Status {
+        status: u16,
+        body: String,
+    },
+    Malformed {
+        status: u16,
+        detail: String,
+    },
     Other(String),
 }
 
 impl fmt::Display for HttpFault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HttpFault::Timeout => f.write_str("timed out"),
+            HttpFault::Timeout { .. } => f.write_str("timed out"),
             HttpFault::Connect(e) | HttpFault::Other(e) => f.write_str(e),
             HttpFault::Status { status, body } => write!(f, "HTTP {status} ({body})"),
             HttpFault::Malformed { status, detail } => write!(f, "HTTP {status}: {detail}"),
@@ -210,7 +227,9 @@ async fn fetch_dated(
 ) -> std::result::Result<(u16, String, Vec<u8>), HttpFault> {
     let resp = http.execute(req).await.map_err(|e| {
         if e.is_timeout() {
-            HttpFault::Timeout
+            HttpFault::Timeout {
+                connecting: e.is_connect(),
+            }
         } else if e.is_connect() {
             HttpFault::Connect(chain(&e))
         } else {
@@ -237,7 +256,7 @@ async fn fetch_dated(
         .to_ascii_lowercase();
     let body = resp.bytes().await.map_err(|e| {
         if e.is_timeout() {
-            HttpFault::Timeout
+            HttpFault::Timeout { connecting: false }
         } else {
             HttpFault::Other(chain(&e))
         }
@@ -269,14 +288,34 @@ async fn send_dated(
     b.body(body).map_err(|e| HttpFault::Other(e.to_string()))
 }
 
+/// How long a sent refresh waits for its answer, at least: far longer than `timeout`,
+/// which bounds the callers. A provider that got the request carries it out whether
+/// or not its answer arrives, and one that rotates refresh tokens (RFC 9700 §4.14.2)
+/// has then spent the stored one: the answer is the only place the new one exists, so
+/// it is waited for (by the daemon, or by the refresh's own process, `worker.rs`) while
+/// the callers are answered within `timeout`. docs/reliability.md, "The window no
+/// client can close", has the cost of giving up.
+pub const ANSWER_PATIENCE: Duration = Duration::from_secs(120);
+
+/// How long a sent refresh waits for its answer under `timeout`.
+pub fn patience(timeout: Duration) -> Duration {
+    timeout.max(ANSWER_PATIENCE)
+}
+
 /// Builds the HTTP client for an account's token endpoint, through the proxy `route`
-/// says (mailtoken chooses it, not reqwest: `proxy.rs`).
-pub fn http_client(account: &Account, timeout: Duration, route: &Route) -> Result<reqwest::Client> {
+/// says (mailtoken chooses it, not reqwest: `proxy.rs`): connecting (TCP, TLS, a
+/// proxy's tunnel) within `timeout`, the whole exchange within `answer`.
+pub fn http_client(
+    account: &Account,
+    timeout: Duration,
+    answer: Duration,
+    route: &Route,
+) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .no_proxy()
         // The crate's SSRF warning: a token endpoint has no business redirecting us.
         .redirect(reqwest::redirect::Policy::none())
-        .timeout(timeout)
+        .timeout(answer.max(timeout))
         .connect_timeout(timeout)
         .user_agent(concat!("mailtoken/", env!("CARGO_PKG_VERSION")));
     let o = account.oauth()?;
@@ -365,7 +404,19 @@ fn run_secret_command(
 }
 
 impl<'a> OAuthClient<'a> {
+    /// A client whose every exchange ends within `timeout`.
     pub fn new(account: &'a Account, timeout: Duration) -> Result<Self> {
+        Self::with_patience(account, timeout, timeout)
+    }
+
+    /// A client for refreshes: it connects within `timeout` and waits for a sent
+    /// request's answer up to [`patience`], since that answer may hold the only copy of
+    /// a rotated refresh token. Its callers bound their own wait.
+    pub fn refreshing(account: &'a Account, timeout: Duration) -> Result<Self> {
+        Self::with_patience(account, timeout, patience(timeout))
+    }
+
+    fn with_patience(account: &'a Account, timeout: Duration, answer: Duration) -> Result<Self> {
         let oauth = account.oauth()?;
         let secret = match (&oauth.client_secret, &oauth.client_secret_cmd) {
             (Some(s), _) => Some(s.clone()),
@@ -380,12 +431,15 @@ impl<'a> OAuthClient<'a> {
         Ok(OAuthClient {
             account,
             oauth,
-            http: http_client(account, timeout, &route)?,
+            http: http_client(account, timeout, answer, &route)?,
             route,
             secret,
             signer,
             clock: std::sync::Mutex::new(None),
-            timeout,
+            limits: Limits {
+                connect: timeout,
+                answer: answer.max(timeout),
+            },
         })
     }
 
@@ -646,13 +700,13 @@ impl<'a> OAuthClient<'a> {
     }
 
     /// A failed token-endpoint request in plain words (`classify`, with this client's
-    /// account, route and timeout); an app-only one also says how far off the clock is.
+    /// account, route and limits); an app-only one also says how far off the clock is.
     fn refused(
         &self,
         step: Step,
         e: RequestTokenError<HttpFault, BasicErrorResponse>,
     ) -> TokenError {
-        let e = classify(self.account, self.oauth, self.timeout, &self.route, step, e);
+        let e = classify(self.account, self.oauth, self.limits, &self.route, step, e);
         if step == Step::App {
             self.with_clock(e)
         } else {
@@ -746,7 +800,7 @@ pub fn invalid_grant_causes(account: &Account) -> &'static str {
 fn classify(
     account: &Account,
     oauth: &OAuth,
-    timeout: Duration,
+    limits: Limits,
     route: &Route,
     step: Step,
     e: RequestTokenError<HttpFault, BasicErrorResponse>,
@@ -854,11 +908,19 @@ fn classify(
             }
         }
         RequestTokenError::Request(f) => match f {
-            HttpFault::Timeout => (
+            HttpFault::Timeout { connecting: true } => (
+                Temporary,
+                Error::temp(format!(
+                    "{what} for {name}: {url} could not be reached within {} (nothing was sent).{keep}",
+                    humantime::format_duration(limits.connect),
+                ))
+                .with_remedy("Check the network and try again; `timeout` in the config sets the limit."),
+            ),
+            HttpFault::Timeout { connecting: false } => (
                 Temporary,
                 Error::temp(format!(
                     "{what} for {name}: {url} did not answer within {}.{keep}{spent}",
-                    humantime::format_duration(timeout),
+                    humantime::format_duration(limits.answer),
                     // A provider that got the request carries it out whether or not its
                     // answer arrives: one that rotates refresh tokens (RFC 9700 §4.14.2)
                     // has then spent the stored one. Measured: docs/reliability.md, "The
