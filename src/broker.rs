@@ -28,6 +28,9 @@ pub struct Broker {
     /// The daemonless path's refreshes run in a worker started from this executable
     /// (`worker.rs`), which outlives a caller that stops waiting; `None`: here.
     worker: Option<std::path::PathBuf>,
+    /// Called once a refresh's token request is over (answered or failed), before
+    /// the outcome is stored (the worker tells its caller so).
+    answered: Option<fn()>,
 }
 
 /// A token handed out, and what the user should know about the store when it did not
@@ -46,6 +49,7 @@ impl Broker {
             rescue: Rescue::new(),
             store_notice: opened.notice,
             worker: None,
+            answered: None,
         })
     }
 
@@ -127,6 +131,12 @@ impl Broker {
         self.worker = Some(exe);
     }
 
+    /// `f` is called whenever a refresh's token request is over, before the outcome is
+    /// stored.
+    pub fn on_answer(&mut self, f: fn()) {
+        self.answered = Some(f);
+    }
+
     /// How long to wait for another process's refresh or login save: longer than one
     /// token request can take, so a waiter never gives up on a refresh that will succeed.
     fn lock_timeout(&self) -> Duration {
@@ -157,7 +167,10 @@ impl Broker {
         let outcome = self
             .worker
             .as_deref()
-            .and_then(|exe| crate::worker::refresh(exe, &account.name, &record, &guard, timeout))
+            .and_then(|exe| {
+                let store = self.store.describe();
+                crate::worker::refresh(exe, &account.name, &record, &guard, timeout, &store)
+            })
             .unwrap_or_else(|| self.refresh_locked(account, record));
         outcome.map(Served::from).map_err(RefreshError::into_error)
     }
@@ -259,6 +272,9 @@ impl Broker {
                 })
             });
         let now = record::now();
+        if let Some(f) = self.answered {
+            f();
+        }
         match result {
             Ok(grant) => {
                 apply_grant(&mut rec, grant, false, asked);

@@ -15,7 +15,9 @@
 //!   stays held until both processes have closed it (flock(2)), and nobody refreshes
 //!   meanwhile. The worker checks that it holds it before anything else.
 //! - stdin carries the record to refresh, as JSON (its refresh token never appears in
-//!   argv or the environment), and stdout one line back: the outcome (`Outcome`).
+//!   argv or the environment), and stdout lines back: `"answered"` once the token
+//!   request is over (so that a caller that gives up can say whether the provider or
+//!   the store is what it waited for), then the outcome (`Outcome`).
 //! - stderr is an anonymous file (memfd_create(2)), which the caller copies to its own
 //!   stderr when the outcome comes or it gives up (a warning about a key file's mode
 //!   reaches the user as from the caller itself); a pipe would hold up a caller that
@@ -43,6 +45,10 @@ pub const ARG: &str = "--refresh-worker";
 
 /// The descriptor the account lock is handed over on.
 const LOCK_FD: i32 = 3;
+
+/// The worker's line once the token request is over (answered, or failed), before the
+/// store has the outcome.
+const ANSWERED: &[u8] = b"\"answered\"";
 
 /// The worker's answer, one JSON line on its stdout.
 #[derive(Serialize, Deserialize)]
@@ -125,7 +131,9 @@ pub fn refresh(
     record: &TokenRecord,
     lock: &crate::lock::AccountLock,
     timeout: Duration,
+    store: &str,
 ) -> Option<RefreshOutcome> {
+    let input = serde_json::to_vec(record).ok()?;
     let lock_fd = lock.as_raw_fd();
     let said = said_file();
     let mut cmd = Command::new(exe);
@@ -158,13 +166,12 @@ pub fn refresh(
     }
     let started = Instant::now();
     let mut child = cmd.spawn().ok()?;
-    let input = serde_json::to_vec(record).ok()?;
     let sent = child
         .stdin
         .take()
         .map(|mut w| w.write_all(&input))
         .is_some_and(|r| r.is_ok());
-    let mut out = child.stdout.take()?;
+    let out = child.stdout.take()?;
     if !sent {
         // It died at once; its stdout tells nothing either.
         let _ = child.wait();
@@ -174,7 +181,14 @@ pub fn refresh(
     // covers its start.
     let deadline = started + timeout + Duration::from_secs(1);
     let pid = child.id();
-    let answer = read_line_until(&mut out, deadline);
+    let mut lines = Lines::new(out);
+    let mut answered = false;
+    let answer = loop {
+        match lines.next_until(deadline) {
+            Ok(Some(line)) if line == ANSWERED => answered = true,
+            other => break other,
+        }
+    };
     if let Some(f) = &said {
         pass_on(f);
     }
@@ -201,6 +215,10 @@ pub fn refresh(
                 )),
             )))
         }
+        Err(()) if answered => Some(Err(RefreshError::Failed(
+            FailureKind::Temporary,
+            still_saving(account, timeout, pid, store),
+        ))),
         Err(()) => Some(Err(RefreshError::Failed(
             FailureKind::Temporary,
             still_waiting(account, timeout, pid),
@@ -249,45 +267,70 @@ fn still_waiting(account: &str, timeout: Duration, pid: u32) -> Error {
     ))
 }
 
-/// Reads up to the first newline (or EOF: `None` when nothing came), giving up
-/// (`Err`) at `deadline`.
-fn read_line_until(
-    out: &mut std::process::ChildStdout,
-    deadline: Instant,
-) -> std::result::Result<Option<Vec<u8>>, ()> {
-    let mut line = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        if let Some(end) = line.iter().position(|&b| b == b'\n') {
-            line.truncate(end);
-            return Ok(Some(line));
+/// The caller's answer when the token request is over but the store has not taken
+/// its outcome within `timeout` (an unlock prompt, a store command waiting): the worker
+/// goes on, and `[store] timeout` bounds it.
+fn still_saving(account: &str, timeout: Duration, pid: u32, store: &str) -> Error {
+    Error::temp(format!(
+        "refreshing the access token for {account}: the token request is over, but the {store} has not taken its outcome within {}. Process {pid} goes on: it keeps any new tokens in the store, or in a rescue record when the store refuses them.",
+        humantime::format_duration(timeout),
+    ))
+    .with_remedy(
+        "See whether the store waits for you (an unlock prompt, a passphrase); `timeout` in [store] bounds how long it may take.",
+    )
+}
+
+/// The worker's stdout, line by line.
+struct Lines {
+    out: std::process::ChildStdout,
+    buf: Vec<u8>,
+}
+
+impl Lines {
+    fn new(out: std::process::ChildStdout) -> Lines {
+        Lines {
+            out,
+            buf: Vec::new(),
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(());
-        }
-        let mut pfd = libc::pollfd {
-            fd: out.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd, for the duration of the call.
-        let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
-        if ready < 0 {
-            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+    }
+
+    /// The next line without its newline (at EOF the unterminated rest, or `None`
+    /// when nothing is left), giving up (`Err`) at `deadline`.
+    fn next_until(&mut self, deadline: Instant) -> std::result::Result<Option<Vec<u8>>, ()> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            if let Some(end) = self.buf.iter().position(|&b| b == b'\n') {
+                let mut line: Vec<u8> = self.buf.drain(..=end).collect();
+                line.pop();
+                return Ok(Some(line));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(());
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.out.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let ms = libc::c_int::try_from(left.as_millis().max(1)).unwrap_or(libc::c_int::MAX);
+            // SAFETY: one valid pollfd, for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if ready < 0 {
+                if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(());
+            }
+            if ready == 0 {
                 continue;
             }
-            return Err(());
-        }
-        if ready == 0 {
-            continue;
-        }
-        match out.read(&mut buf) {
-            Ok(0) => return Ok((!line.is_empty()).then_some(line)),
-            Ok(n) => line.extend_from_slice(&buf[..n]),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return Ok(None),
+            match self.out.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(0) | Err(_) if self.buf.is_empty() => return Ok(None),
+                Ok(0) | Err(_) => return Ok(Some(std::mem::take(&mut self.buf))),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
         }
     }
 }
@@ -318,7 +361,8 @@ pub fn serve(args: &[std::ffi::OsString]) -> Result<()> {
     let record: TokenRecord = serde_json::from_slice(&input)
         .map_err(|e| Error::data(format!("the record to refresh cannot be read: {e}")))?;
     let config = Config::load_default()?;
-    let broker = Broker::open(config)?;
+    let mut broker = Broker::open(config)?;
+    broker.on_answer(tell_answered);
     let account = broker.account(account)?.clone();
     let outcome = broker.refresh_locked(&account, record);
     // After the store has the outcome: the caller may have gone (EPIPE, ignored).
@@ -328,6 +372,14 @@ pub fn serve(args: &[std::ffi::OsString]) -> Result<()> {
     let _ = std::io::stdout().write_all(&line);
     drop(lock);
     Ok(())
+}
+
+/// The token endpoint has answered: the caller learns that what is left is the save.
+fn tell_answered() {
+    let mut line = ANSWERED.to_vec();
+    line.push(b'\n');
+    let _ = std::io::stdout().write_all(&line);
+    let _ = std::io::stdout().flush();
 }
 
 fn worker_only() -> Error {

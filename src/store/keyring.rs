@@ -3,13 +3,19 @@
 //! and the BSDs, the login Keychain on macOS.
 //!
 //! Every call is a blocking IPC round trip; `load` makes one search and one read, since
-//! `mailtoken token` runs it on every call of a mail program.
+//! `mailtoken token` runs it on every call of a mail program. Each is bounded by
+//! `[store] timeout` (60 s by default, as for store commands): a keyring daemon that
+//! stops answering (stopped, wedged, an unlock prompt nobody sees) ends in an error a
+//! person reads, and a refresh's new tokens then go to the rescue record, instead of a
+//! mail program waiting forever. The call runs on a thread of its own, which is left to
+//! finish by itself when the bound passes.
 
 use super::{TokenStore, json_error};
 use crate::error::{Error, Result};
 use crate::record::TokenRecord;
 use keyring_core::{CredentialStore, Entry, Error as KError};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 use zeroize::Zeroizing;
 
 const SERVICE: &str = "mailtoken";
@@ -19,6 +25,13 @@ const SERVICE: &str = "mailtoken";
 const PROBE_USER: &str = "mailtoken probe (never stored)";
 
 pub struct KeyringStore {
+    inner: Arc<Inner>,
+    /// How long one call may take.
+    timeout: Duration,
+}
+
+/// The connection, shared with the thread of the call in progress.
+struct Inner {
     store: Mutex<Arc<CredentialStore>>,
     /// Connect again when the platform's service fails (only for the real one).
     reconnect: bool,
@@ -46,23 +59,37 @@ impl From<OpenError> for Error {
 }
 
 impl KeyringStore {
-    /// Connects to the platform keyring and checks that it answers.
-    pub fn open() -> Result<Self> {
-        Ok(Self::try_open()?)
+    /// Connects to the platform keyring and checks that it answers, each call bounded
+    /// by `timeout`.
+    pub fn open(timeout: Duration) -> Result<Self> {
+        Ok(Self::try_open(timeout)?)
     }
 
-    pub(crate) fn try_open() -> Result<Self, OpenError> {
+    pub(crate) fn try_open(timeout: Duration) -> Result<Self, OpenError> {
         // On Linux this connects to the session bus and opens a Secret Service session (a
         // real method call), so "no bus" and "no org.freedesktop.secrets" fail here, fast.
-        let store = platform_store().map_err(|e| OpenError::Unreachable(unreachable_reason(&e)))?;
+        let opened = bounded(timeout, "connecting for", PROBE_USER, || {
+            platform_store().map_err(|e| OpenError::Unreachable(unreachable_reason(&e)))
+        })
+        .map_err(OpenError::Failed)??;
         let keyring = KeyringStore {
-            store: Mutex::new(store),
-            reconnect: true,
+            inner: Arc::new(Inner {
+                store: Mutex::new(opened),
+                reconnect: true,
+            }),
+            timeout,
         };
         // One search round trip: a provider that accepts sessions but cannot search
         // (or refuses access) is caught before any token is trusted to it. A locked
         // collection without our items still passes; `save` then reports it as locked.
-        match keyring.with_entry(PROBE_USER, Entry::get_password) {
+        // A keyring that does not answer in time is not "unreachable": `auto` must not
+        // fall back to the file store while the keyring may hold the tokens.
+        match keyring
+            .call("checking", PROBE_USER, |i| {
+                i.with_entry(PROBE_USER, Entry::get_password)
+            })
+            .map_err(OpenError::Failed)?
+        {
             Ok(_) | Err(KError::NoEntry) => Ok(keyring),
             Err(KError::PlatformFailure(e)) => Err(OpenError::Unreachable(e.to_string())),
             Err(e) => Err(OpenError::Failed(keyring_error(e, "checking", PROBE_USER))),
@@ -72,11 +99,58 @@ impl KeyringStore {
     /// A keyring store on top of any keyring-core store (tests use the mock store).
     pub fn with_store(store: Arc<CredentialStore>) -> Self {
         KeyringStore {
-            store: Mutex::new(store),
-            reconnect: false,
+            inner: Arc::new(Inner {
+                store: Mutex::new(store),
+                reconnect: false,
+            }),
+            timeout: super::command::DEFAULT_TIMEOUT,
         }
     }
 
+    /// `op` on the connection, on a thread of its own, given up after the timeout.
+    fn call<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        account: &str,
+        op: impl FnOnce(&Inner) -> T + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        bounded(self.timeout, what, account, move || op(&inner))
+    }
+}
+
+/// Runs `op` on a thread of its own and waits for it up to `timeout`; after that the
+/// thread is left to end by itself (its result, when it comes, is dropped).
+fn bounded<T: Send + 'static>(
+    timeout: Duration,
+    what: &'static str,
+    account: &str,
+    op: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("keyring".into())
+        .spawn(move || {
+            let _ = tx.send(op());
+        })
+        .map_err(|e| Error::io(format!("cannot start a thread for the keyring: {e}")))?;
+    match rx.recv_timeout(timeout) {
+        Ok(r) => Ok(r),
+        Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::temp(format!(
+            "the keyring did not answer within {} ({what} the entry {})",
+            humantime::format_duration(timeout),
+            entry_name(account)
+        ))
+        .with_remedy(
+            "See whether it waits for you (an unlock prompt), or restart it (`gnome-keyring-daemon --replace`); `timeout` in [store] sets the limit.",
+        )),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err(Error::software("the keyring call's thread died"))
+        }
+    }
+}
+
+impl Inner {
     /// Runs `op` on the account's entry. When the platform's service fails (the Secret
     /// Service restarted, say by `gnome-keyring-daemon --replace`, so the session this
     /// store opened is gone: "NoSession"), it connects again once and retries, so a
@@ -182,8 +256,12 @@ fn entry_name(account: &str) -> String {
 
 impl TokenStore for KeyringStore {
     fn load(&self, account: &str) -> Result<Option<TokenRecord>> {
-        let text = match self.with_entry(account, Entry::get_password) {
-            Ok(t) => Zeroizing::new(t),
+        let a = account.to_owned();
+        let read = self.call("reading", account, move |i| {
+            i.with_entry(&a, Entry::get_password).map(Zeroizing::new)
+        })?;
+        let text = match read {
+            Ok(t) => t,
             Err(KError::NoEntry) => return Ok(None),
             Err(e) => return Err(keyring_error(e, "reading", account)),
         };
@@ -203,12 +281,18 @@ impl TokenStore for KeyringStore {
             serde_json::to_string(record)
                 .map_err(|e| Error::software(format!("serializing a record: {e}")))?,
         );
-        self.with_entry(account, |e| e.set_password(&json))
-            .map_err(|e| keyring_error(e, "writing", account))
+        let a = account.to_owned();
+        self.call("writing", account, move |i| {
+            i.with_entry(&a, |e| e.set_password(&json))
+        })?
+        .map_err(|e| keyring_error(e, "writing", account))
     }
 
     fn delete(&self, account: &str) -> Result<bool> {
-        match self.with_entry(account, Entry::delete_credential) {
+        let a = account.to_owned();
+        match self.call("deleting", account, move |i| {
+            i.with_entry(&a, Entry::delete_credential)
+        })? {
             Ok(()) => Ok(true),
             Err(KError::NoEntry) => Ok(false),
             Err(e) => Err(keyring_error(e, "deleting", account)),

@@ -30,7 +30,7 @@ pub struct StoreConfig {
     /// command: how long one command may run before it is stopped (default
     /// [`command::DEFAULT_TIMEOUT`]); as written, checked by `Config::parse`.
     pub timeout: Option<toml::Spanned<String>>,
-    /// `timeout`, parsed.
+    /// `timeout`, parsed: how long one store command or keyring call may take.
     #[serde(skip)]
     pub command_timeout: Option<std::time::Duration>,
 }
@@ -74,8 +74,10 @@ pub struct Opened {
 /// falls back to the file store (with a notice) only when none is reachable at all: a
 /// keyring that answers but refuses (locked) is reported, since it may hold the tokens.
 pub fn open(cfg: &StoreConfig) -> Result<Opened> {
+    // How long one store command or keyring call may take.
+    let timeout = cfg.command_timeout.unwrap_or(command::DEFAULT_TIMEOUT);
     let store: Box<dyn TokenStore> = match cfg.kind {
-        StoreKind::Keyring => Box::new(keyring::KeyringStore::open()?),
+        StoreKind::Keyring => Box::new(keyring::KeyringStore::open(timeout)?),
         StoreKind::File => Box::new(file_store(cfg)),
         StoreKind::Command => {
             let (Some(read), Some(write)) = (&cfg.read, &cfg.write) else {
@@ -85,10 +87,10 @@ pub fn open(cfg: &StoreConfig) -> Result<Opened> {
             };
             Box::new(
                 command::CommandStore::new(read.clone(), write.clone(), cfg.delete.clone())
-                    .with_timeout(cfg.command_timeout.unwrap_or(command::DEFAULT_TIMEOUT)),
+                    .with_timeout(timeout),
             )
         }
-        StoreKind::Auto => match keyring::KeyringStore::try_open() {
+        StoreKind::Auto => match keyring::KeyringStore::try_open(timeout) {
             Ok(k) => Box::new(k),
             Err(keyring::OpenError::Unreachable(reason)) => {
                 let file = file_store(cfg);
@@ -114,7 +116,7 @@ pub fn open(cfg: &StoreConfig) -> Result<Opened> {
 /// Why no keyring answers, or `None` when one does (it may still be locked): what
 /// `auto` would fall back to the file store for. For `add`, before it asks.
 pub fn keyring_unreachable() -> Option<String> {
-    match keyring::KeyringStore::try_open() {
+    match keyring::KeyringStore::try_open(command::DEFAULT_TIMEOUT) {
         Err(keyring::OpenError::Unreachable(reason)) => Some(reason),
         _ => None,
     }

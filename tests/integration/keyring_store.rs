@@ -50,7 +50,8 @@ fn record(refresh_token: String) -> TokenRecord {
 #[test]
 fn save_load_delete_round_trip() {
     require_secret_service();
-    let store = KeyringStore::open().expect("the keyring opens");
+    let store =
+        KeyringStore::open(mailtoken::store::command::DEFAULT_TIMEOUT).expect("the keyring opens");
     let alice = account("alice");
     // Real refresh tokens are up to ~1.5 KiB (Microsoft); go well beyond.
     let long: String = (0..8192)
@@ -90,7 +91,7 @@ fn a_value_that_is_not_a_record_is_a_data_error() {
         .unwrap()
         .set_password("ya29.not-json")
         .unwrap();
-    let store = KeyringStore::open().unwrap();
+    let store = KeyringStore::open(mailtoken::store::command::DEFAULT_TIMEOUT).unwrap();
     let err = store.load(&bob).unwrap_err();
     assert_eq!(err.code, ExitCode::DataErr);
     let shown = err.to_string();
@@ -105,14 +106,14 @@ fn a_value_that_is_not_a_record_is_a_data_error() {
 fn open_and_load_are_quick() {
     require_secret_service();
     let carol = account("carol");
-    KeyringStore::open()
+    KeyringStore::open(mailtoken::store::command::DEFAULT_TIMEOUT)
         .unwrap()
         .save(&carol, &record("x".repeat(1500)))
         .unwrap();
     let mut times = Vec::new();
     for _ in 0..10 {
         let start = Instant::now();
-        let store = KeyringStore::open().unwrap();
+        let store = KeyringStore::open(mailtoken::store::command::DEFAULT_TIMEOUT).unwrap();
         assert!(store.load(&carol).unwrap().is_some());
         times.push(start.elapsed());
     }
@@ -121,7 +122,10 @@ fn open_and_load_are_quick() {
         "open+load: min {:?}, median {:?}, max {:?}",
         times[0], times[5], times[9]
     );
-    KeyringStore::open().unwrap().delete(&carol).unwrap();
+    KeyringStore::open(mailtoken::store::command::DEFAULT_TIMEOUT)
+        .unwrap()
+        .delete(&carol)
+        .unwrap();
 }
 
 /// Runs test `name` of this binary again as the child, under a private bus that
@@ -169,7 +173,9 @@ fn without_a_secret_service_auto_falls_back_to_the_file() {
             notice.contains("no Secret Service on the session bus"),
             "{notice}"
         );
-        let err = KeyringStore::open().err().unwrap();
+        let err = KeyringStore::open(mailtoken::store::command::DEFAULT_TIMEOUT)
+            .err()
+            .unwrap();
         assert_eq!(err.code, ExitCode::Unavailable);
         assert!(err.remedy.unwrap().contains("kind = \"file\""));
         return;
@@ -189,7 +195,7 @@ fn without_a_secret_service_auto_falls_back_to_the_file() {
 fn a_locked_keyring_refuses_saves_with_noperm() {
     const NAME: &str = "a_locked_keyring_refuses_saves_with_noperm";
     if is_child(NAME) {
-        let store = KeyringStore::open().unwrap();
+        let store = KeyringStore::open(mailtoken::store::command::DEFAULT_TIMEOUT).unwrap();
         assert_eq!(store.load("alice").unwrap(), None);
         let err = store.save("alice", &record("rt".into())).unwrap_err();
         assert_eq!(err.code, ExitCode::NoPerm, "{err}");

@@ -283,6 +283,70 @@ fn the_keyring_killed_between_the_refresh_and_the_save_loses_nothing() {
     assert_eq!(stdout(&o).trim(), fresh);
 }
 
+#[test]
+fn a_keyring_that_stops_answering_before_the_save_is_given_up_at_the_store_timeout() {
+    let keyring = PrivateKeyring::start();
+    let login = unique_login("kstop");
+    let gate = Gate::start(&authserver::issuer());
+    let issuer = authserver::issuer();
+    let account = account_toml("a", &login, Client::NativeShort).replace(
+        &format!("token_url = \"{issuer}/token\""),
+        &format!("token_url = \"{}/token\"", gate.url),
+    );
+    let mut env = Env::new(
+        "timeout = \"10s\"\n[store]\nkind = \"keyring\"\ntimeout = \"2s\"\n",
+        &account,
+    );
+    env.bus = Some(keyring.bus.clone());
+    assert_exit(&env.login("a", &login), 0);
+    std::thread::sleep(Duration::from_millis(3500));
+
+    gate.hold();
+    let child = env
+        .cmd()
+        .args(["token", "a"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        gate.wait_held(Duration::from_secs(20)),
+        "no refresh reached the server"
+    );
+    // The keyring stops answering (SIGSTOP: wedged, or suspended with its session),
+    // with the rotated refresh token on its way.
+    let pid = keyring.daemon_pid();
+    // SAFETY: signalling the gnome-keyring this test's keyring started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    let released = Instant::now();
+    gate.release();
+    let o = child.wait_with_output().unwrap();
+    let took = released.elapsed();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGCONT) }, 0);
+    assert_exit(&o, 0);
+    let token = stdout(&o).trim().to_owned();
+    let e = stderr(&o);
+    assert!(active(&token), "{e}");
+    assert!(
+        e.contains("could not be saved") && e.contains("did not answer within 2s"),
+        "{e}"
+    );
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    let rescue = env.dir.path().join("state/mailtoken/rescue/a.json");
+    assert_eq!(mode(&rescue), 0o600);
+
+    // The keyring answers again: the next refresh uses the rescued refresh token, and
+    // the keyring takes the result.
+    std::thread::sleep(Duration::from_millis(3500));
+    let o = env.run(&["token", "a"]);
+    assert_exit(&o, 0);
+    let fresh = stdout(&o).trim().to_owned();
+    assert!(active(&fresh), "the grant survived: {}", stderr(&o));
+    assert!(!rescue.exists(), "the keyring took the tokens");
+    assert_eq!(stats(&login, "reuse_revocations"), 0);
+}
+
 /// A world whose store is a pair of shell commands keeping `DIR/ACCOUNT.json`, where
 /// `read_extra`/`write_extra` run first (a hang, a failure) while `DIR/read-hangs` or
 /// `DIR/write-hangs` exists; `DIR` in them is the directory.

@@ -152,13 +152,7 @@ impl PrivateKeyring {
     /// Kills its gnome-keyring with SIGKILL, as a crash or the OOM killer would; what
     /// it had written stays on disk, and [`PrivateKeyring::unlock`] starts a new one.
     pub fn kill(&self) {
-        let text = self.ask_bus_about_secrets("GetConnectionUnixProcessID");
-        let pid: i32 = text
-            .split_whitespace()
-            .skip_while(|w| *w != "uint32")
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no pid for org.freedesktop.secrets: {text}"));
+        let pid = self.daemon_pid();
         // SAFETY: signalling the gnome-keyring this keyring started.
         assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -166,6 +160,16 @@ impl PrivateKeyring {
             assert!(Instant::now() < deadline, "gnome-keyring {pid} did not die");
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Its gnome-keyring, the owner of org.freedesktop.secrets on the private bus.
+    pub fn daemon_pid(&self) -> i32 {
+        let text = self.ask_bus_about_secrets("GetConnectionUnixProcessID");
+        text.split_whitespace()
+            .skip_while(|w| *w != "uint32")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid for org.freedesktop.secrets: {text}"))
     }
 
     /// Unlocks it again. Without a prompter the only way in is a new daemon given the
