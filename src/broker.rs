@@ -28,6 +28,9 @@ pub struct Broker {
     /// The daemonless path's refreshes run in a worker started from this executable
     /// (`worker.rs`), which outlives a caller that stops waiting; `None`: here.
     worker: Option<std::path::PathBuf>,
+    /// Whether a sent refresh waits `oauth::patience` for its answer (the daemon, the
+    /// refresh worker: each outlives its callers' timeout), or only `timeout`.
+    patient: bool,
     /// Called once a refresh's token request is over (answered or failed), before
     /// the outcome is stored (the worker tells its caller so).
     answered: Option<fn()>,
@@ -49,6 +52,7 @@ impl Broker {
             rescue: Rescue::new(),
             store_notice: opened.notice,
             worker: None,
+            patient: false,
             answered: None,
         })
     }
@@ -131,6 +135,13 @@ impl Broker {
         self.worker = Some(exe);
     }
 
+    /// From now on a sent refresh waits `oauth::patience` for its answer, since its
+    /// caller is not held meanwhile (the daemon's callers give up on their own; the
+    /// worker has none to hold).
+    pub fn wait_for_answers(&mut self) {
+        self.patient = true;
+    }
+
     /// `f` is called whenever a refresh's token request is over, before the outcome is
     /// stored.
     pub fn on_answer(&mut self, f: fn()) {
@@ -138,9 +149,10 @@ impl Broker {
     }
 
     /// How long to wait for another process's refresh or login save: longer than one
-    /// token request can take, so a waiter never gives up on a refresh that will succeed.
+    /// token request can take (a sent refresh may wait `oauth::patience` for its
+    /// answer), so a waiter never gives up on a refresh that will succeed.
     fn lock_timeout(&self) -> Duration {
-        self.config.timeout * 2 + Duration::from_secs(5)
+        crate::oauth::patience(self.config.timeout) + self.config.timeout + Duration::from_secs(5)
     }
 
     /// The daemonless path: a record whose access token stays valid for `min_valid`
@@ -253,8 +265,8 @@ impl Broker {
                     // copy of a rotated refresh token; an app-only request spends
                     // nothing, and is simply asked again.
                     let client = match rt {
-                        Some(_) => OAuthClient::refreshing(account, timeout),
-                        None => OAuthClient::new(account, timeout),
+                        Some(_) if self.patient => OAuthClient::refreshing(account, timeout),
+                        _ => OAuthClient::new(account, timeout),
                     }
                     .map_err(|error| {
                         // The client secret command failed, or ca_file is unreadable.

@@ -15,8 +15,10 @@
 //!   stays held until both processes have closed it (flock(2)), and nobody refreshes
 //!   meanwhile. The worker checks that it holds it before anything else.
 //! - stdin carries the record to refresh, as JSON (its refresh token never appears in
-//!   argv or the environment), and stdout lines back: `"answered"` once the token
-//!   request is over (so that a caller that gives up can say whether the provider or
+//!   argv or the environment), and stdout lines back: `"ready"` once it holds the lock
+//!   and has read the record, the config and the store, before anything is sent (a
+//!   worker that ends before it has done nothing, and the caller refreshes by itself);
+//!   `"answered"` once the token request is over (so that a caller that gives up can say whether the provider or
 //!   the store is what it waited for), then the outcome (`Outcome`).
 //! - stderr is an anonymous file (memfd_create(2)), which the caller copies to its own
 //!   stderr when the outcome comes or it gives up (a warning about a key file's mode
@@ -45,6 +47,9 @@ pub const ARG: &str = "--refresh-worker";
 
 /// The descriptor the account lock is handed over on.
 const LOCK_FD: i32 = 3;
+
+/// The worker's line once it is about to send the request: nothing was sent before.
+const READY: &[u8] = b"\"ready\"";
 
 /// The worker's line once the token request is over (answered, or failed), before the
 /// store has the outcome.
@@ -133,7 +138,7 @@ pub fn refresh(
     timeout: Duration,
     store: &str,
 ) -> Option<RefreshOutcome> {
-    let input = serde_json::to_vec(record).ok()?;
+    let input = zeroize::Zeroizing::new(serde_json::to_vec(record).ok()?);
     let lock_fd = lock.as_raw_fd();
     let said = said_file();
     let mut cmd = Command::new(exe);
@@ -182,6 +187,33 @@ pub fn refresh(
     let deadline = started + timeout + Duration::from_secs(1);
     let pid = child.id();
     let mut lines = Lines::new(out);
+    // Before "ready" nothing has been sent: a worker that ends then (a config it cannot
+    // read, an older mailtoken-core) leaves the refresh to this process, and one that
+    // stalls then is stopped.
+    match lines.next_until(deadline) {
+        Ok(Some(line)) if line == READY => {}
+        Ok(_) => {
+            let _ = child.wait();
+            if let Some(f) = &said {
+                pass_on(f);
+            }
+            return None;
+        }
+        Err(()) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            if let Some(f) = &said {
+                pass_on(f);
+            }
+            return Some(Err(RefreshError::Failed(
+                FailureKind::Temporary,
+                Error::temp(format!(
+                    "refreshing the access token for {account}: the refresh worker did not get ready within {} (nothing was sent)",
+                    humantime::format_duration(timeout)
+                )),
+            )));
+        }
+    }
     let mut answered = false;
     let answer = loop {
         match lines.next_until(deadline) {
@@ -195,12 +227,15 @@ pub fn refresh(
     match answer {
         Ok(Some(line)) => {
             let _ = child.wait();
+            let line = zeroize::Zeroizing::new(line);
             match serde_json::from_slice::<Outcome>(&line) {
                 Ok(o) => Some(o.into()),
+                // Not serde's words: they may quote a value, and values here are tokens.
                 Err(e) => Some(Err(RefreshError::Failed(
                     FailureKind::Temporary,
                     Error::software(format!(
-                        "the refresh worker gave an answer that cannot be read: {e}"
+                        "the refresh worker gave an answer that cannot be read ({})",
+                        crate::store::json_error(&e)
                     )),
                 ))),
             }
@@ -354,29 +389,52 @@ pub fn serve(args: &[std::ffi::OsString]) -> Result<()> {
     // Held through the very open file description the caller locked: this succeeds
     // only if that lock is held, and never waits.
     lock.try_lock().map_err(|_| worker_only())?;
-    let mut input = Vec::new();
+    // Not for the processes this one starts (a client secret command, a store command):
+    // one that lingers (an agent it forks) would hold the account's lock for good.
+    // SAFETY: fcntl on the descriptor owned above.
+    if unsafe { libc::fcntl(lock.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+        return Err(Error::io(format!(
+            "cannot keep the account lock to this process: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    let mut input = zeroize::Zeroizing::new(Vec::new());
     std::io::stdin()
         .read_to_end(&mut input)
         .map_err(|e| Error::io(format!("reading the record to refresh: {e}")))?;
-    let record: TokenRecord = serde_json::from_slice(&input)
-        .map_err(|e| Error::data(format!("the record to refresh cannot be read: {e}")))?;
+    let record: TokenRecord = serde_json::from_slice(&input).map_err(|e| {
+        Error::data(format!(
+            "the record to refresh cannot be read ({})",
+            crate::store::json_error(&e)
+        ))
+    })?;
     let config = Config::load_default()?;
     let mut broker = Broker::open(config)?;
     broker.on_answer(tell_answered);
+    broker.wait_for_answers();
     let account = broker.account(account)?.clone();
+    tell(READY);
     let outcome = broker.refresh_locked(&account, record);
     // After the store has the outcome: the caller may have gone (EPIPE, ignored).
-    let mut line = serde_json::to_vec(&Outcome::from(&outcome))
-        .map_err(|e| Error::software(format!("the refresh's outcome: {e}")))?;
+    let mut line = zeroize::Zeroizing::new(
+        serde_json::to_vec(&Outcome::from(&outcome))
+            .map_err(|e| Error::software(format!("the refresh's outcome: {e}")))?,
+    );
     line.push(b'\n');
     let _ = std::io::stdout().write_all(&line);
+    let _ = std::io::stdout().flush();
     drop(lock);
     Ok(())
 }
 
-/// The token endpoint has answered: the caller learns that what is left is the save.
+/// The token request is over: the caller learns that what is left is the save.
 fn tell_answered() {
-    let mut line = ANSWERED.to_vec();
+    tell(ANSWERED);
+}
+
+/// One line to the caller (gone, perhaps: EPIPE is ignored).
+fn tell(what: &[u8]) {
+    let mut line = what.to_vec();
     line.push(b'\n');
     let _ = std::io::stdout().write_all(&line);
     let _ = std::io::stdout().flush();
@@ -405,6 +463,113 @@ mod tests {
         let line = serde_json::to_vec(&Outcome::from(o)).unwrap();
         assert!(!line.contains(&b'\n'), "one line");
         serde_json::from_slice::<Outcome>(&line).unwrap().into()
+    }
+
+    /// `refresh` against a stand-in worker: a shell script playing the worker's side of
+    /// the hand-over (the real one is driven by tests/integration/slow_provider.rs).
+    fn against(script: &str, timeout: Duration) -> Option<RefreshOutcome> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("worker");
+        std::fs::write(&exe, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let lock = crate::lock::acquire_in(dir.path(), "a", Duration::from_secs(1)).unwrap();
+        refresh(&exe, "a", &record(), &lock, timeout, "file x")
+    }
+
+    fn outcome_line() -> String {
+        let o: RefreshOutcome = Ok(Refreshed {
+            record: record(),
+            unsaved: None,
+        });
+        String::from_utf8(serde_json::to_vec(&Outcome::from(&o)).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_worker_that_ends_before_it_is_ready_leaves_the_refresh_to_the_caller() {
+        assert!(against("exit 78", Duration::from_secs(5)).is_none());
+        assert!(against("cat >/dev/null; echo oops >&2", Duration::from_secs(5)).is_none());
+    }
+
+    #[test]
+    fn a_worker_that_does_not_get_ready_in_time_is_stopped_and_nothing_was_sent() {
+        let t = Instant::now();
+        let Some(Err(RefreshError::Failed(FailureKind::Temporary, e))) =
+            against("exec sleep 30", Duration::from_millis(200))
+        else {
+            panic!("not a temporary failure");
+        };
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        assert!(e.message.contains("nothing was sent"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_outcome_after_ready_and_answered_is_the_callers() {
+        let script = format!(
+            "cat >/dev/null; echo '\"ready\"'; echo '\"answered\"'; echo '{}'",
+            outcome_line()
+        );
+        let back = against(&script, Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(back.record, record());
+    }
+
+    #[test]
+    fn a_caller_that_gives_up_names_the_provider_or_the_store_as_what_it_waited_for() {
+        let Some(Err(RefreshError::Failed(_, e))) = against(
+            "cat >/dev/null; echo '\"ready\"'; exec sleep 30",
+            Duration::from_millis(200),
+        ) else {
+            panic!("not a failure");
+        };
+        assert!(
+            e.message.contains("the token endpoint has not answered"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("goes on in process"), "{}", e.message);
+        let Some(Err(RefreshError::Failed(_, e))) = against(
+            "cat >/dev/null; echo '\"ready\"'; echo '\"answered\"'; exec sleep 30",
+            Duration::from_millis(200),
+        ) else {
+            panic!("not a failure");
+        };
+        assert!(
+            e.message.contains("the file x has not taken its outcome"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn the_lock_reaches_the_worker_on_fd_3_and_stays_held_after_the_caller_gives_up() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("worker");
+        // The stand-in says it is ready only if fd 3 is open, then holds it for 2 s.
+        std::fs::write(
+            &exe,
+            "#!/bin/sh\ncat >/dev/null\n[ -e /proc/self/fd/3 ] || exit 1\necho '\"ready\"'\nexec sleep 2\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let lock = crate::lock::acquire_in(dir.path(), "a", Duration::from_secs(1)).unwrap();
+        let r = refresh(
+            &exe,
+            "a",
+            &record(),
+            &lock,
+            Duration::from_millis(300),
+            "file x",
+        );
+        assert!(
+            matches!(&r, Some(Err(RefreshError::Failed(_, e))) if e.message.contains("goes on")),
+            "fd 3 was not handed over"
+        );
+        drop(lock);
+        // The caller's descriptor is closed; the worker's keeps the lock.
+        assert!(crate::lock::acquire_in(dir.path(), "a", Duration::from_millis(200)).is_err());
+        // Once it has ended, the lock is free.
+        assert!(crate::lock::acquire_in(dir.path(), "a", Duration::from_secs(5)).is_ok());
     }
 
     #[test]

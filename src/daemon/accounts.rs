@@ -33,6 +33,54 @@ pub struct Daemon {
     pub uid: u32,
     /// ...and the members of this group (`serve --allow-group`).
     pub allow_gid: Option<u32>,
+    /// Refreshes whose thread runs: the daemon waits for them before it exits.
+    pub in_flight: Arc<InFlight>,
+}
+
+/// How many refresh threads run, and a way to wait until none does.
+#[derive(Default)]
+pub struct InFlight {
+    count: AtomicU64,
+    idle: Notify,
+}
+
+impl InFlight {
+    fn start(self: &Arc<Self>) -> InFlightGuard {
+        self.count.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Returns once no refresh thread runs, or at `deadline`.
+    pub async fn until_idle(&self, deadline: Instant) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.count() == 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline.into(), idle)
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+}
+
+/// One refresh thread running; dropped when it ends.
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
+        self.0.idle.notify_waiters();
+    }
 }
 
 pub struct Slot {
@@ -148,6 +196,7 @@ impl Daemon {
             // SAFETY: geteuid has no preconditions.
             uid: unsafe { libc::geteuid() },
             allow_gid: None,
+            in_flight: Arc::default(),
         }
     }
 
@@ -229,7 +278,9 @@ impl Daemon {
                 }
                 Decision::Load => self.load(&slot, account).await?,
                 // On a task of its own: a caller that stops waiting does not end it.
-                Decision::Refresh => self.spawn_refresh(&slot, account),
+                Decision::Refresh => {
+                    self.spawn_refresh(&slot, account);
+                }
                 Decision::AwaitRefresh => {
                     // The caller's `--wait`, or the refresh's own `timeout`, whichever
                     // is later; the refresh goes on after either.
@@ -310,20 +361,27 @@ impl Daemon {
     }
 
     /// One refresh through the Broker (store, file lock, token endpoint), unless the
-    /// state allows none now (another one is in flight).
-    pub async fn refresh(&self, slot: &Slot, account: &Account) {
-        if let Some(begun) = self.begin_refresh(slot) {
-            self.finish_refresh(slot, account, begun).await;
+    /// state allows none now (another one is in flight). It runs on a task of its own:
+    /// if this future is dropped (the refresher aborted by a reload, a relay session
+    /// ended), the refresh still ends and its outcome still reaches the state.
+    pub async fn refresh(self: &Arc<Self>, slot: &Arc<Slot>, account: &Account) {
+        if let Some(task) = self.spawn_refresh(slot, account) {
+            let _ = task.await;
         }
     }
 
     /// `refresh` on a task of its own, begun before this returns (so the caller's next
     /// look at the state finds it in flight and waits for it).
-    fn spawn_refresh(self: &Arc<Self>, slot: &Arc<Slot>, account: &Account) {
-        if let Some(begun) = self.begin_refresh(slot) {
-            let (d, s, a) = (self.clone(), slot.clone(), account.clone());
-            tokio::spawn(async move { d.finish_refresh(&s, &a, begun).await });
-        }
+    fn spawn_refresh(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        account: &Account,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        let begun = self.begin_refresh(slot)?;
+        let (d, s, a) = (self.clone(), slot.clone(), account.clone());
+        Some(tokio::spawn(async move {
+            d.finish_refresh(&s, &a, begun).await
+        }))
     }
 
     /// The state becomes `Refreshing` (single flight), unless it allows no refresh now:
@@ -346,17 +404,37 @@ impl Daemon {
             armed: true,
         };
         let (b, a) = (self.broker(), account.clone());
-        let outcome = blocking(move || Ok(b.refresh_unless_replaced(&a, seen.as_ref())))
-            .await
-            .unwrap_or_else(|e| Err(RefreshError::Failed(FailureKind::Temporary, e)));
-        guard.armed = false;
+        // A thread of its own, not the runtime's two blocking threads: a sent refresh
+        // may wait minutes for its answer (`oauth::patience`), and loads, keyring
+        // lookups and the other accounts' work must not queue behind it.
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let running = self.in_flight.start();
+        let spawned = std::thread::Builder::new()
+            .name("refresh".into())
+            .spawn(move || {
+                let _running = running;
+                let _ = tx.send(b.refresh_unless_replaced(&a, seen.as_ref()));
+            });
+        let outcome = match spawned {
+            Ok(_) => rx.await.unwrap_or_else(|_| {
+                Err(RefreshError::Failed(
+                    FailureKind::Temporary,
+                    Error::software("the refresh's thread ended without an outcome"),
+                ))
+            }),
+            Err(e) => Err(RefreshError::Failed(
+                FailureKind::Temporary,
+                Error::temp(format!("cannot start a thread for the refresh: {e}")),
+            )),
+        };
         if let Ok(r) = &outcome
             && let Some(w) = &r.unsaved
         {
-            eprintln!("mailtoken: {}: {w}", account.name);
+            say(&format!("{}: {w}", account.name));
         }
         let reason = outcome.as_ref().err().map(|e| e.error().message.clone());
         let effect = lock(&slot.state).finish_refresh(ticket, outcome, record::now(), jitter());
+        guard.armed = false;
         slot.bump();
         if effect == Effect::NotifyNeedsLogin {
             let (b, a) = (self.broker(), account.clone());
@@ -367,7 +445,7 @@ impl Daemon {
 
     /// A server refused `rejected` (the relay's upstream sign-in): refresh it unless it
     /// was replaced meanwhile, as `verify` does. The next request gets the new one.
-    pub async fn renew_rejected(&self, account: &Account, rejected: &str) {
+    pub async fn renew_rejected(self: &Arc<Self>, account: &Account, rejected: &str) {
         let Ok(slot) = self.slot(&account.name) else {
             return;
         };
@@ -392,10 +470,10 @@ impl Daemon {
             match result {
                 Ok(()) => {
                     st.saved(obtained_at);
-                    eprintln!(
-                        "mailtoken: {}: the store took the tokens again",
+                    say(&format!(
+                        "{}: the store took the tokens again",
                         account.name
-                    );
+                    ));
                 }
                 Err(e) => st.save_failed(obtained_at, e, record::now(), jitter()),
             }
@@ -475,6 +553,13 @@ impl Source for FromMemory<'_> {
 }
 
 /// Spreads the retries of many accounts and many users: a number in [0, 1).
+/// A line on the daemon's stderr (its log); one that cannot be written is dropped, not
+/// a panic (`eprintln!` panics on EPIPE, and the daemon aborts on panics).
+pub fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "mailtoken: {line}");
+}
+
 /// A caller's answer when the refresh it waited for is still waiting on the provider
 /// after `timeout`: the refresh goes on, since a sent request's answer may hold the
 /// only copy of a rotated refresh token (`oauth::ANSWER_PATIENCE`).

@@ -31,9 +31,12 @@ use std::time::Duration;
 pub fn serve(allow_group: Option<&str>) -> Result<()> {
     let allow_gid = allow_group.map(peer::group_id).transpose()?;
     let config = Config::load_default()?;
-    let broker = Broker::open(config)?;
+    let mut broker = Broker::open(config)?;
+    // The daemon's callers give up on a refresh after their timeout; the refresh
+    // waits on for a sent request's answer (`oauth::ANSWER_PATIENCE`).
+    broker.wait_for_answers();
     if let Some(n) = &broker.store_notice {
-        eprintln!("mailtoken: {n}");
+        accounts::say(n);
     }
     one_malloc_arena();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -75,11 +78,11 @@ async fn run(broker: Broker, allow_gid: Option<u32>) -> Result<()> {
     relays::start(&daemon).await?;
     let listener = socket.listener()?;
     socket::notify_ready();
-    eprintln!(
-        "mailtoken: serving {} account(s) on {}",
+    accounts::say(&format!(
+        "serving {} account(s) on {}",
         names.len(),
         socket.path.display()
-    );
+    ));
     let signal = |k| {
         tokio::signal::unix::signal(k)
             .map_err(|e| Error::software(format!("cannot watch signals: {e}")))
@@ -105,7 +108,7 @@ async fn run(broker: Broker, allow_gid: Option<u32>) -> Result<()> {
                     tokio::spawn(connection::serve(daemon.clone(), stream, ticket));
                 }
                 Err(e) => {
-                    eprintln!("mailtoken: accept failed: {e}");
+                    accounts::say(&format!("accept failed: {e}"));
                     // EMFILE and friends: back off instead of spinning.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -115,8 +118,25 @@ async fn run(broker: Broker, allow_gid: Option<u32>) -> Result<()> {
             _ = int.recv() => break,
         }
     }
-    eprintln!("mailtoken: shutting down");
+    accounts::say("shutting down");
     drop(socket);
+    // A refresh whose request is out may hold the only copy of a rotated refresh
+    // token in its answer: it ends (stored) before the daemon does, within the longest
+    // a refresh may take (its wait for the account lock, then its answer). The service
+    // units allow for this (TimeoutStopSec, ExitTimeOut).
+    let running = daemon.in_flight.count();
+    if running > 0 {
+        let timeout = daemon.broker().config.timeout;
+        let bound = crate::oauth::patience(timeout) + timeout + Duration::from_secs(5);
+        accounts::say(&format!(
+            "waiting for {running} refresh(es) in flight to end, so that their tokens are kept (at most {})",
+            humantime::format_duration(bound)
+        ));
+        daemon
+            .in_flight
+            .until_idle(std::time::Instant::now() + bound)
+            .await;
+    }
     Ok(())
 }
 

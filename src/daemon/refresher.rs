@@ -74,7 +74,7 @@ async fn plan(daemon: &Arc<Daemon>, slot: &Slot) -> Next {
 
 /// Does the job that is due, if one still is (a request may have refreshed while the
 /// refresher slept); `false` when the account is gone.
-async fn due(daemon: &Arc<Daemon>, slot: &Slot) -> bool {
+async fn due(daemon: &Arc<Daemon>, slot: &Arc<Slot>) -> bool {
     let Ok(account) = daemon.broker().account(&slot.name).cloned() else {
         return false;
     };

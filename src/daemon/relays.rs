@@ -40,8 +40,8 @@ pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
         ] {
             let Some(listen) = listen else { continue };
             bind(listen, proto, relay.clone(), r.max_connections).await?;
-            eprintln!(
-                "mailtoken: {} relay of {} on {listen}{}",
+            super::accounts::say(&format!(
+                "{} relay of {} on {listen}{}",
                 proto.title(),
                 account.name,
                 match &r.access {
@@ -50,7 +50,7 @@ pub async fn start(daemon: &Arc<Daemon>) -> Result<()> {
                     relay::Access::Users(_) => " (no login, for the listed local users)",
                     relay::Access::Password => "",
                 }
-            );
+            ));
         }
     }
     Ok(())

@@ -8,11 +8,16 @@ use crate::config::{Account, Config};
 use std::sync::Arc;
 
 pub async fn reload(daemon: &Arc<Daemon>) {
-    let loaded = blocking(|| Config::load_default().and_then(Broker::open)).await;
+    let loaded = blocking(|| {
+        let mut b = Config::load_default().and_then(Broker::open)?;
+        b.wait_for_answers();
+        Ok(b)
+    })
+    .await;
     let new = match loaded {
         Ok(b) => Arc::new(b),
         Err(e) => {
-            eprintln!("mailtoken: reload failed, keeping the old config: {e}");
+            super::accounts::say(&format!("reload failed, keeping the old config: {e}"));
             return;
         }
     };
@@ -31,7 +36,7 @@ pub async fn reload(daemon: &Arc<Daemon>) {
             refresher::spawn(daemon, &slot);
         }
     }
-    eprintln!("mailtoken: reloaded {}", new.config.path.display());
+    super::accounts::say(&format!("reloaded {}", new.config.path.display()));
 }
 
 /// The settings that decide which tokens are valid for an account: if any changes, a

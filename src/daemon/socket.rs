@@ -196,6 +196,6 @@ pub fn notify_ready() {
         sock.send_to(b"READY=1", PathBuf::from(addr))
     };
     if let Err(e) = sent {
-        eprintln!("mailtoken: could not notify systemd: {e}");
+        super::accounts::say(&format!("could not notify systemd: {e}"));
     }
 }
