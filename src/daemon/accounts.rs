@@ -35,7 +35,15 @@ pub struct Daemon {
     pub allow_gid: Option<u32>,
     /// Refreshes whose thread runs: the daemon waits for them before it exits.
     pub in_flight: Arc<InFlight>,
+    /// At most [`REFRESH_THREADS`] refresh threads at once.
+    refresh_threads: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many refreshes may run at once, each on a thread of its own. Enough that a few
+/// accounts whose provider hangs leave room for the others; few enough that a thousand
+/// accounts due at once (the daemon's start after a night off) make a short queue, not
+/// a thousand threads and connections at once.
+pub const REFRESH_THREADS: usize = 8;
 
 /// How many refresh threads run, and a way to wait until none does.
 #[derive(Default)]
@@ -197,6 +205,7 @@ impl Daemon {
             uid: unsafe { libc::geteuid() },
             allow_gid: None,
             in_flight: Arc::default(),
+            refresh_threads: Arc::new(tokio::sync::Semaphore::new(REFRESH_THREADS)),
         }
     }
 
@@ -396,8 +405,8 @@ impl Daemon {
 
     async fn finish_refresh(&self, slot: &Slot, account: &Account, begun: (u64, Option<Secret>)) {
         let (ticket, seen) = begun;
-        // If this future is dropped before the outcome arrives (the refresher aborted
-        // by a reload), the state must not stay `Refreshing`.
+        // If this task is dropped before the outcome arrives (the runtime shutting
+        // down), the state must not stay `Refreshing`.
         let mut guard = Unfinished {
             slot,
             ticket,
@@ -408,11 +417,13 @@ impl Daemon {
         // may wait minutes for its answer (`oauth::patience`), and loads, keyring
         // lookups and the other accounts' work must not queue behind it.
         let (tx, rx) = tokio::sync::oneshot::channel();
+        // The semaphore is never closed.
+        let permit = self.refresh_threads.clone().acquire_owned().await.ok();
         let running = self.in_flight.start();
         let spawned = std::thread::Builder::new()
             .name("refresh".into())
             .spawn(move || {
-                let _running = running;
+                let _held = (running, permit);
                 let _ = tx.send(b.refresh_unless_replaced(&a, seen.as_ref()));
             });
         let outcome = match spawned {
