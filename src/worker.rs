@@ -17,9 +17,10 @@
 //! - stdin carries the record to refresh, as JSON (its refresh token never appears in
 //!   argv or the environment), and stdout lines back: `"ready"` once it holds the lock
 //!   and has read the record, the config and the store, before anything is sent (a
-//!   worker that ends before it has done nothing, and the caller refreshes by itself);
-//!   `"answered"` once the token request is over (so that a caller that gives up can say whether the provider or
-//!   the store is what it waited for), then the outcome (`Outcome`).
+//!   worker that ends before that has done nothing, and the caller refreshes by
+//!   itself); `"answered"` once the token request is over (so that a caller that gives
+//!   up can say whether the provider or the store is what it waited for); then the
+//!   outcome (`Outcome`).
 //! - stderr is an anonymous file (memfd_create(2)), which the caller copies to its own
 //!   stderr when the outcome comes or it gives up (a warning about a key file's mode
 //!   reaches the user as from the caller itself); a pipe would hold up a caller that

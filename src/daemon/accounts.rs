@@ -563,7 +563,6 @@ impl Source for FromMemory<'_> {
     }
 }
 
-/// Spreads the retries of many accounts and many users: a number in [0, 1).
 /// A line on the daemon's stderr (its log); one that cannot be written is dropped, not
 /// a panic (`eprintln!` panics on EPIPE, and the daemon aborts on panics).
 pub fn say(line: &str) {
@@ -571,9 +570,10 @@ pub fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "mailtoken: {line}");
 }
 
-/// A caller's answer when the refresh it waited for is still waiting on the provider
-/// after `timeout`: the refresh goes on, since a sent request's answer may hold the
-/// only copy of a rotated refresh token (`oauth::ANSWER_PATIENCE`).
+/// A caller's answer when the refresh it waited for has not ended after `timeout`
+/// (mostly: its request waits for the provider's answer): the refresh goes on, since a
+/// sent request's answer may hold the only copy of a rotated refresh token
+/// (`oauth::ANSWER_PATIENCE`).
 fn still_refreshing(broker: &Broker, account: &Account) -> Error {
     let timeout = broker.config.timeout;
     let url = account.oauth().map_or_else(
@@ -581,7 +581,7 @@ fn still_refreshing(broker: &Broker, account: &Account) -> Error {
         |o| o.token_url.to_string(),
     );
     Error::temp(format!(
-        "refreshing the access token for {}: {url} has not answered within {}. The daemon waits on for its answer (up to {}) and keeps the new tokens it holds.",
+        "refreshing the access token for {} has not ended within {}. The daemon waits on for the answer of {url} (up to {}) and keeps the new tokens when they come.",
         account.name,
         humantime::format_duration(timeout),
         humantime::format_duration(crate::oauth::patience(timeout)),
@@ -592,6 +592,7 @@ fn still_refreshing(broker: &Broker, account: &Account) -> Error {
     ))
 }
 
+/// Spreads the retries of many accounts and many users: a number in [0, 1).
 pub fn jitter() -> f64 {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -68,7 +68,7 @@ impl KeyringStore {
     pub(crate) fn try_open(timeout: Duration) -> Result<Self, OpenError> {
         // On Linux this connects to the session bus and opens a Secret Service session (a
         // real method call), so "no bus" and "no org.freedesktop.secrets" fail here, fast.
-        let opened = bounded(timeout, "connecting for", PROBE_USER, || {
+        let opened = bounded(timeout, "connecting", PROBE_USER, || {
             platform_store().map_err(|e| OpenError::Unreachable(unreachable_reason(&e)))
         })
         .map_err(OpenError::Failed)??;
@@ -137,9 +137,13 @@ fn bounded<T: Send + 'static>(
     match rx.recv_timeout(timeout) {
         Ok(r) => Ok(r),
         Err(mpsc::RecvTimeoutError::Timeout) => Err(Error::temp(format!(
-            "the keyring did not answer within {} ({what} the entry {})",
+            "the keyring did not answer within {} ({what}{})",
             humantime::format_duration(timeout),
-            entry_name(account)
+            if account == PROBE_USER {
+                String::new()
+            } else {
+                format!(" the entry {}", entry_name(account))
+            }
         ))
         .with_remedy(
             "See whether it waits for you (an unlock prompt), or restart it (`gnome-keyring-daemon --replace`); `timeout` in [store] sets the limit.",
@@ -330,6 +334,28 @@ mod tests {
             .downcast_ref::<mock::Cred>()
             .unwrap()
             .set_error(err);
+    }
+
+    #[test]
+    fn a_keyring_call_that_does_not_return_is_given_up_at_the_timeout() {
+        let t = std::time::Instant::now();
+        let e = bounded(Duration::from_millis(100), "writing", "alice", || {
+            std::thread::sleep(Duration::from_secs(5))
+        })
+        .unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        assert_eq!(e.code, ExitCode::TempFail);
+        assert!(
+            e.message
+                .contains("did not answer within 100ms (writing the entry (service \"mailtoken\", user \"alice\"))"),
+            "{}",
+            e.message
+        );
+        assert!(e.remedy.unwrap().contains("`timeout` in [store]"));
+        assert_eq!(
+            bounded(Duration::from_secs(5), "reading", "alice", || 7).unwrap(),
+            7
+        );
     }
 
     #[test]

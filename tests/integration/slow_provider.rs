@@ -102,8 +102,8 @@ fn answers_later_than_the_timeout_give_a_prompt_failure_and_the_late_answer_is_s
     assert_exit(&o, 75);
     assert!(stdout(&o).is_empty());
     assert!(
-        stderr(&o).contains("has not answered within 3s")
-            && stderr(&o).contains("waits on for its answer"),
+        stderr(&o).contains("has not ended within 3s")
+            && stderr(&o).contains("waits on for the answer"),
         "{}",
         stderr(&o)
     );
@@ -191,7 +191,7 @@ fn a_rotated_refresh_token_answered_after_the_timeout_is_kept_by_the_daemon() {
     assert_exit(&o, 75);
     assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
     assert!(
-        stderr(&o).contains("waits on for its answer"),
+        stderr(&o).contains("waits on for the answer"),
         "{}",
         stderr(&o)
     );
