@@ -183,13 +183,16 @@ fn wait_bounded(child: &mut Child, timeout: Duration) -> std::io::Result<Option<
 }
 
 /// SIGKILL to `pid` and every process below it, found through
-/// `/proc/PID/task/TID/children` (proc(5)); all are found before any is killed, so a
-/// child orphaned by its parent's death is not missed. Elsewhere only `pid` itself.
+/// `/proc/PID/task/TID/children` (proc(5)). Each is stopped (SIGSTOP) before its
+/// children are read, so none can start another one after that, nor reap one (whose
+/// pid then stays its own), and all are found before any is killed, so a child
+/// orphaned by its parent's death is not missed. Elsewhere only `pid` itself.
 fn kill_tree(pid: u32) {
     let mut all = vec![pid];
     let mut i = 0;
     while i < all.len() {
         let p = all[i];
+        stop(p);
         if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
             for task in tasks.flatten() {
                 let children = std::fs::read_to_string(task.path().join("children"));
@@ -206,9 +209,30 @@ fn kill_tree(pid: u32) {
     for p in all {
         if let Ok(p) = libc::pid_t::try_from(p) {
             // SAFETY: kill(2) has no memory effects; `p` is our child or its
-            // descendant, not yet reaped (we reap our child only after this).
+            // descendant, not yet reaped (we reap our child only after this, and the
+            // others' parents are stopped).
             unsafe { libc::kill(p, libc::SIGKILL) };
         }
+    }
+}
+
+/// SIGSTOP to `pid`, and a wait (50 ms at most: a process in an uninterruptible sleep
+/// stops only when it wakes) until it is stopped or gone.
+fn stop(pid: u32) {
+    let Ok(p) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: as in `kill_tree`.
+    unsafe { libc::kill(p, libc::SIGSTOP) };
+    let deadline = std::time::Instant::now() + Duration::from_millis(50);
+    while std::time::Instant::now() < deadline {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()));
+        if !matches!(state, Some('R' | 'S' | 'D')) {
+            return;
+        }
+        std::thread::yield_now();
     }
 }
 
@@ -279,6 +303,7 @@ impl TokenStore for CommandStore {
 mod tests {
     use super::*;
     use crate::store::tests::record;
+    use std::os::unix::process::CommandExt;
 
     /// Keeps records in `DIR/ACCOUNT.json`; a missing file reads as empty output.
     fn store(dir: &std::path::Path, delete: bool) -> CommandStore {
@@ -458,6 +483,49 @@ mod tests {
                     .starts_with('Z')
             })
             .unwrap_or(false)
+    }
+
+    #[test]
+    fn a_command_that_keeps_starting_processes_leaves_none_behind_when_stopped() {
+        // A loop that starts a new sleeper every few milliseconds: one found while the
+        // tree is walked must not have started another one by the time it is killed.
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "while :; do sleep 60 & sleep 0.002; done"])
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let group = child.id();
+        kill_tree(group);
+        child.wait().unwrap();
+        // Every process of the group: the loop's sleepers, reparented or not.
+        let left = || {
+            std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|&p| {
+                    std::fs::read_to_string(format!("/proc/{p}/stat"))
+                        .ok()
+                        .and_then(|s| {
+                            let rest = s.rsplit_once(") ")?.1.to_owned();
+                            let f: Vec<&str> = rest.split_whitespace().collect();
+                            // state, ppid, pgrp
+                            Some(f.first()? != &"Z" && f.get(2)?.parse::<u32>().ok()? == group)
+                        })
+                        .unwrap_or(false)
+                })
+                .count()
+        };
+        let t = Instant::now();
+        while left() > 0 {
+            assert!(
+                t.elapsed() < Duration::from_secs(2),
+                "{} processes of the loop left",
+                left()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]
