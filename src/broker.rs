@@ -370,19 +370,21 @@ impl Broker {
         self.keep(account, rec)
     }
 
-    /// Stores what a login obtained, keeping a previous refresh token when the provider
-    /// sent none this time (Google does so when consent was not prompted).
+    /// Stores what a login obtained (asked for at `asked`: its life is counted from
+    /// then), keeping a previous refresh token when the provider sent none this time
+    /// (Google does so when consent was not prompted).
     pub fn save_login(
         &self,
         account: &Account,
         grant: TokenGrant,
+        asked: Now,
     ) -> Result<(TokenRecord, LoginNotes)> {
         let _guard = lock::acquire(&account.name, self.lock_timeout())?;
         let old = self.load(account).ok().flatten();
         let got_refresh_token = grant.refresh_token.is_some();
         let mut rec = TokenRecord::default();
         let requested = account.oauth()?.scopes.clone();
-        apply_grant(&mut rec, grant, true, Now::current());
+        apply_grant(&mut rec, grant, true, asked);
         if rec.scopes.is_empty() {
             rec.scopes = requested;
         }

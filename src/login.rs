@@ -85,13 +85,15 @@ pub fn login(broker: &Broker, account: &Account, opts: &LoginOptions) -> Result<
             return Err(denied(account, &error, description.as_deref()));
         }
     };
+    // The token's life is counted from before it was asked for, as a refresh's is.
+    let asked = record::Now::current();
     let grant = rt.block_on(client.exchange_code(code, verifier, &redirect_uri))?;
-    store(broker, account, grant)
+    store(broker, account, grant, asked)
 }
 
 /// Stores what a login obtained and says how it went.
-fn store(broker: &Broker, account: &Account, grant: TokenGrant) -> Result<()> {
-    let (rec, notes) = broker.save_login(account, grant)?;
+fn store(broker: &Broker, account: &Account, grant: TokenGrant, asked: record::Now) -> Result<()> {
+    let (rec, notes) = broker.save_login(account, grant, asked)?;
     let life = rec.remaining(record::now());
     eprintln!(
         "Logged in {} ({}). The access token is valid for {}{}; tokens are stored in the {}.",
@@ -176,10 +178,11 @@ fn login_device(broker: &Broker, account: &Account) -> Result<()> {
         loop {
             // RFC 8628 §3.5: wait the interval before each poll, the first included.
             tokio::time::sleep(interval).await;
+            let asked = record::Now::current();
             let answer = client.poll_device(&auth).await?;
             interval = device::next_interval(interval, &answer);
             match answer {
-                Poll::Granted(grant) => return Ok::<_, Error>(grant),
+                Poll::Granted(grant) => return Ok::<_, Error>((grant, asked)),
                 Poll::Unreachable(e) if !said_unreachable => {
                     eprintln!("(The provider did not answer: {}. Still trying.)", e.message);
                     said_unreachable = true;
@@ -200,7 +203,7 @@ fn login_device(broker: &Broker, account: &Account) -> Result<()> {
             }
         }
     })?;
-    store(broker, account, grant)
+    store(broker, account, grant.0, grant.1)
 }
 
 fn denied(account: &Account, error: &str, description: Option<&str>) -> Error {
