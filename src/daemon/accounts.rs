@@ -242,6 +242,13 @@ impl Daemon {
         Some(slot)
     }
 
+    /// Whether `slot` is the daemon's slot for its account (not one a reload removed).
+    pub fn is_current(&self, slot: &Arc<Slot>) -> bool {
+        lock(&self.slots)
+            .get(&slot.name)
+            .is_some_and(|s| Arc::ptr_eq(s, slot))
+    }
+
     /// Keeps the slots for which `keep` says so; the others' refreshers are stopped.
     pub fn retain_slots(&self, mut keep: impl FnMut(&str, &Slot) -> bool) {
         lock(&self.slots).retain(|name, slot| {

@@ -56,7 +56,13 @@ async fn run(daemon: Arc<Daemon>, slot: Arc<Slot>) {
 }
 
 /// Loads the account if it must be, and says when its next job is due.
-async fn plan(daemon: &Arc<Daemon>, slot: &Slot) -> Next {
+async fn plan(daemon: &Arc<Daemon>, slot: &Arc<Slot>) -> Next {
+    // A slot a reload has replaced or removed (its refresher was started by the
+    // daemon's start after the reload had taken the slot away): its refresher ends, or
+    // it would go on beside the new slot's when the account comes back.
+    if !daemon.is_current(slot) {
+        return Next::Stop;
+    }
     let Ok(account) = daemon.broker().account(&slot.name).cloned() else {
         return Next::Stop;
     };
