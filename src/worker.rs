@@ -489,7 +489,7 @@ mod tests {
     #[test]
     fn a_worker_that_ends_before_it_is_ready_leaves_the_refresh_to_the_caller() {
         assert!(against("exit 78", Duration::from_secs(5)).is_none());
-        assert!(against("cat >/dev/null; echo oops >&2", Duration::from_secs(5)).is_none());
+        assert!(against("cat >/dev/null", Duration::from_secs(5)).is_none());
     }
 
     #[test]
