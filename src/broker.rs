@@ -25,8 +25,8 @@ pub struct Broker {
     rescue: Rescue,
     /// A one-line notice about the store choice (the file fallback), for people.
     pub store_notice: Option<String>,
-    /// The daemonless path's refreshes run in a worker started from this executable
-    /// (`worker.rs`), which outlives a caller that stops waiting; `None`: here.
+    /// Refreshes run in a worker started from this executable (`worker.rs`), which
+    /// outlives a caller that stops waiting; `None`: here (the daemon).
     worker: Option<std::path::PathBuf>,
     /// Whether a sent refresh waits `oauth::patience` for its answer (the daemon, the
     /// refresh worker: each outlives its callers' timeout), or only `timeout`.
@@ -128,9 +128,9 @@ impl Broker {
         }
     }
 
-    /// From now on, `access_token`'s refreshes run in a worker started from `exe`
-    /// (mailtoken-core: `worker::serve`), which waits for a sent request's answer after
-    /// this process has had to give up on it.
+    /// From now on, refreshes (`access_token`'s, `refresh_unless_replaced`'s) run in a
+    /// worker started from `exe` (mailtoken-core: `worker::serve`), which waits for a
+    /// sent request's answer after this process has had to give up on it.
     pub fn refresh_in_worker(&mut self, exe: std::path::PathBuf) {
         self.worker = Some(exe);
     }
@@ -175,16 +175,9 @@ impl Broker {
         }
         let record = record
             .ok_or_else(|| Error::software("a refresh was decided with no record to refresh"))?;
-        let timeout = self.config.timeout;
-        let outcome = self
-            .worker
-            .as_deref()
-            .and_then(|exe| {
-                let store = self.store.describe();
-                crate::worker::refresh(exe, &account.name, &record, &guard, timeout, &store)
-            })
-            .unwrap_or_else(|| self.refresh_locked(account, record));
-        outcome.map(Served::from).map_err(RefreshError::into_error)
+        self.refresh_here_or_in_worker(account, record, &guard)
+            .map(Served::from)
+            .map_err(RefreshError::into_error)
     }
 
     /// `Some(record)` to serve, `None` to refresh, or the error that blocks both.
@@ -213,7 +206,7 @@ impl Broker {
         account: &Account,
         seen: Option<&Secret>,
     ) -> RefreshOutcome {
-        let _guard = lock::acquire(&account.name, self.lock_timeout())
+        let guard = lock::acquire(&account.name, self.lock_timeout())
             .map_err(|e| RefreshError::Failed(FailureKind::Temporary, e))?;
         let record = self
             .load(account)
@@ -232,7 +225,25 @@ impl Broker {
                 unsaved: None,
             });
         }
-        self.refresh_locked(account, record)
+        self.refresh_here_or_in_worker(account, record, &guard)
+    }
+
+    /// `refresh_locked`, in a worker when this Broker hands refreshes to one (and one
+    /// can be started), else here.
+    fn refresh_here_or_in_worker(
+        &self,
+        account: &Account,
+        record: TokenRecord,
+        guard: &lock::AccountLock,
+    ) -> RefreshOutcome {
+        let timeout = self.config.timeout;
+        self.worker
+            .as_deref()
+            .and_then(|exe| {
+                let store = self.store.describe();
+                crate::worker::refresh(exe, &account.name, &record, guard, timeout, &store)
+            })
+            .unwrap_or_else(|| self.refresh_locked(account, record))
     }
 
     /// Refreshes `rec` (the caller holds the account lock) and keeps the result.

@@ -211,8 +211,10 @@ pub fn renew_rejected(
     account: &Account,
     rejected: &Secret,
 ) -> Result<Secret, RefreshError> {
-    let broker =
+    let mut broker =
         Broker::open(config.clone()).map_err(|e| RefreshError::Failed(FailureKind::Store, e))?;
+    // As `token` does: a sent refresh outlives this process's wait (`worker.rs`).
+    use_worker(&mut broker);
     let refreshed = broker.refresh_unless_replaced(account, Some(rejected))?;
     client::tell(Op::Reload {
         account: account.name.clone(),
@@ -223,6 +225,16 @@ pub fn renew_rejected(
             Error::software("the refresh gave no access token"),
         )
     })
+}
+
+/// A refresh runs in a worker that outlives this process (`worker.rs`); the worker is
+/// mailtoken-core, beside this executable (mailtoken-add's too).
+fn use_worker(broker: &mut Broker) {
+    if let Ok(core) = crate::paths::core_exe()
+        && core.is_file()
+    {
+        broker.refresh_in_worker(core);
+    }
 }
 
 fn password_format_refused(account: &Account, format: Format) -> Error {
@@ -255,13 +267,7 @@ impl Local {
             return Ok(b);
         }
         let mut b = Broker::open(self.config.clone())?;
-        // A refresh runs in a worker that outlives this process (`worker.rs`); the
-        // worker is mailtoken-core, beside this executable (mailtoken-add's too).
-        if let Ok(core) = crate::paths::core_exe()
-            && core.is_file()
-        {
-            b.refresh_in_worker(core);
-        }
+        use_worker(&mut b);
         Ok(self.broker.get_or_init(|| b))
     }
 }
