@@ -18,13 +18,9 @@ use std::time::{Duration, Instant};
 fn answers_seconds_late_hold_no_caller_past_the_timeout_and_every_token_printed_is_valid() {
     let login = unique_login("slow");
     let gate = Gate::start(&authserver::issuer());
-    let issuer = authserver::issuer();
     // 6-second access tokens, rotating refresh tokens; every token request through the
     // gate.
-    let account = account_toml("a", &login, Client::NativeShort).replace(
-        &format!("token_url = \"{issuer}/token\""),
-        &format!("token_url = \"{}/token\"", gate.url),
-    );
+    let account = gate.account("a", &login, Client::NativeShort);
     let env = Env::with_file_store(&account);
     assert_exit(&env.login("a", &login), 0);
     let daemon = env.serve();
@@ -143,16 +139,20 @@ fn answers_later_than_the_timeout_give_a_prompt_failure_and_the_late_answer_is_s
 fn rotating_behind_a_late_gate(tag: &str) -> (Env, Gate, String) {
     let login = unique_login(tag);
     let gate = Gate::start(&authserver::issuer());
-    let issuer = authserver::issuer();
-    let account = account_toml("a", &login, Client::Native).replace(
-        &format!("token_url = \"{issuer}/token\""),
-        &format!("token_url = \"{}/token\"", gate.url),
-    );
+    let account = gate.account("a", &login, Client::Native);
     let env = Env::new("timeout = \"3s\"\n[store]\nkind = \"file\"\n", &account);
     assert_exit(&env.login("a", &login), 0);
     env.expire("a");
     gate.set_delay(Duration::from_secs(6));
     (env, gate, login)
+}
+
+/// The refresh token the store holds for account `a`.
+fn stored_refresh_token(env: &Env) -> String {
+    env.stored("a")["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 /// After a caller was told the refresh goes on: the late answer is stored (its new
@@ -181,10 +181,7 @@ fn the_late_answer_was_kept(env: &Env, login: &str, before: &str) {
 #[test]
 fn a_rotated_refresh_token_answered_after_the_timeout_is_kept_by_the_daemon() {
     let (env, gate, login) = rotating_behind_a_late_gate("late-d");
-    let before = env.stored("a")["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let before = stored_refresh_token(&env);
     let daemon = env.serve();
     let t = Instant::now();
     let o = env.run(&["token", "a"]);
@@ -206,10 +203,7 @@ fn a_rotated_refresh_token_answered_after_the_timeout_is_kept_without_a_daemon()
     // The answer waits for the release below, however long the callers take.
     gate.set_delay(Duration::ZERO);
     gate.hold();
-    let before = env.stored("a")["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let before = stored_refresh_token(&env);
     // `output()` reads stdout and stderr to their ends: the refresh that goes on holds
     // neither, so the caller (a mail program) is not held past the timeout either.
     let t = Instant::now();
@@ -246,10 +240,7 @@ fn a_rotated_refresh_token_answered_after_the_timeout_is_kept_without_a_daemon()
 fn a_token_call_killed_while_its_refresh_waits_for_the_answer_loses_nothing() {
     let (env, gate, login) = rotating_behind_a_late_gate("late-k");
     gate.set_delay(Duration::ZERO);
-    let before = env.stored("a")["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let before = stored_refresh_token(&env);
     gate.hold();
     let mut child = env
         .cmd()
@@ -270,10 +261,7 @@ fn a_token_call_killed_while_its_refresh_waits_for_the_answer_loses_nothing() {
 fn a_daemon_stopped_while_its_refresh_waits_for_the_answer_keeps_the_answer() {
     let (env, gate, login) = rotating_behind_a_late_gate("late-t");
     gate.set_delay(Duration::ZERO);
-    let before = env.stored("a")["refresh_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let before = stored_refresh_token(&env);
     gate.hold();
     let daemon = env.serve();
     // The daemon refreshes the expired token at its start; the server has answered.

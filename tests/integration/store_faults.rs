@@ -224,22 +224,22 @@ fn a_rename_the_kernel_refuses_loses_nothing() {
     assert_grant_survives(&env, &login, &rescue, &token);
 }
 
-#[test]
-fn the_keyring_killed_between_the_refresh_and_the_save_loses_nothing() {
+/// A keyring world (its own gnome-keyring; the real server behind the gate, 6-second
+/// tokens, `head` the config's start) with a `token` call running whose refresh the
+/// server has answered, the answer held at the gate: the refresh token is rotated, and
+/// mailtoken has not seen the answer.
+fn keyring_refresh_held(
+    tag: &str,
+    head: &str,
+) -> (PrivateKeyring, Gate, Env, String, std::process::Child) {
     let keyring = PrivateKeyring::start();
-    let login = unique_login("kkill");
+    let login = unique_login(tag);
     let gate = Gate::start(&authserver::issuer());
-    let issuer = authserver::issuer();
-    let account = account_toml("a", &login, Client::NativeShort).replace(
-        &format!("token_url = \"{issuer}/token\""),
-        &format!("token_url = \"{}/token\"", gate.url),
-    );
-    let mut env = Env::new("timeout = \"10s\"\n[store]\nkind = \"keyring\"\n", &account);
+    let mut env = Env::new(head, &gate.account("a", &login, Client::NativeShort));
     env.bus = Some(keyring.bus.clone());
     assert_exit(&env.login("a", &login), 0);
     // The access token lives 6 s and is handed out with half its life left at least.
     std::thread::sleep(Duration::from_millis(3500));
-
     gate.hold();
     let child = env
         .cmd()
@@ -248,12 +248,18 @@ fn the_keyring_killed_between_the_refresh_and_the_save_loses_nothing() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // The server has rotated the refresh token; mailtoken has not seen the answer.
     assert!(
         gate.wait_held(Duration::from_secs(20)),
         "no refresh reached the server"
     );
     assert_eq!(stats(&login, "refresh_grants"), 1);
+    (keyring, gate, env, login, child)
+}
+
+#[test]
+fn the_keyring_killed_between_the_refresh_and_the_save_loses_nothing() {
+    let (keyring, gate, env, login, child) =
+        keyring_refresh_held("kkill", "timeout = \"10s\"\n[store]\nkind = \"keyring\"\n");
     keyring.kill();
     gate.release();
     let o = child.wait_with_output().unwrap();
@@ -285,33 +291,9 @@ fn the_keyring_killed_between_the_refresh_and_the_save_loses_nothing() {
 
 #[test]
 fn a_keyring_that_stops_answering_before_the_save_is_given_up_at_the_store_timeout() {
-    let keyring = PrivateKeyring::start();
-    let login = unique_login("kstop");
-    let gate = Gate::start(&authserver::issuer());
-    let issuer = authserver::issuer();
-    let account = account_toml("a", &login, Client::NativeShort).replace(
-        &format!("token_url = \"{issuer}/token\""),
-        &format!("token_url = \"{}/token\"", gate.url),
-    );
-    let mut env = Env::new(
+    let (keyring, gate, env, login, child) = keyring_refresh_held(
+        "kstop",
         "timeout = \"10s\"\n[store]\nkind = \"keyring\"\ntimeout = \"2s\"\n",
-        &account,
-    );
-    env.bus = Some(keyring.bus.clone());
-    assert_exit(&env.login("a", &login), 0);
-    std::thread::sleep(Duration::from_millis(3500));
-
-    gate.hold();
-    let child = env
-        .cmd()
-        .args(["token", "a"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(
-        gate.wait_held(Duration::from_secs(20)),
-        "no refresh reached the server"
     );
     // The keyring stops answering (SIGSTOP: wedged, or suspended with its session),
     // with the rotated refresh token on its way.

@@ -4,6 +4,8 @@
 //! answer and mailtoken's save, for a store that dies just then), or for a while (a
 //! provider that answers slowly).
 
+use super::authserver;
+use super::mailtoken::{Client, account_toml};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Condvar, Mutex};
@@ -49,6 +51,16 @@ impl Gate {
             }
         });
         Gate { url, state }
+    }
+
+    /// `account_toml(name, login, client)` (the real authorization server) with its
+    /// token requests through this gate.
+    pub fn account(&self, name: &str, login: &str, client: Client) -> String {
+        let issuer = authserver::issuer();
+        account_toml(name, login, client).replace(
+            &format!("token_url = \"{issuer}/token\""),
+            &format!("token_url = \"{}/token\"", self.url),
+        )
     }
 
     pub fn set_delay(&self, delay: Duration) {
