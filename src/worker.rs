@@ -195,17 +195,13 @@ pub fn refresh(
         Ok(Some(line)) if line == READY => {}
         Ok(_) => {
             let _ = child.wait();
-            if let Some(f) = &said {
-                pass_on(f);
-            }
+            pass_on(said.as_ref());
             return None;
         }
         Err(()) => {
             let _ = child.kill();
             let _ = child.wait();
-            if let Some(f) = &said {
-                pass_on(f);
-            }
+            pass_on(said.as_ref());
             return Some(Err(RefreshError::Failed(
                 FailureKind::Temporary,
                 Error::temp(format!(
@@ -222,9 +218,7 @@ pub fn refresh(
             other => break other,
         }
     };
-    if let Some(f) = &said {
-        pass_on(f);
-    }
+    pass_on(said.as_ref());
     match answer {
         Ok(Some(line)) => {
             let _ = child.wait();
@@ -276,9 +270,12 @@ fn said_file() -> Option<std::fs::File> {
     None
 }
 
-/// Copies what the worker wrote to its stderr so far to ours.
-fn pass_on(said: &std::fs::File) {
+/// Copies what the worker wrote to its stderr so far (when it had a file) to ours.
+fn pass_on(said: Option<&std::fs::File>) {
     use std::os::unix::fs::FileExt;
+    let Some(said) = said else {
+        return;
+    };
     let mut buf = vec![0u8; 16384];
     let mut at = 0;
     while let Ok(n) = said.read_at(&mut buf, at) {
